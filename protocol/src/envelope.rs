@@ -40,7 +40,14 @@ impl Envelope {
 
     /// A new envelope stamped with `ts` (for injectable clocks).
     pub fn at(agent: AgentId, seq: Option<u64>, payload: Payload, ts: DateTime<Utc>) -> Self {
-        Envelope { v: PROTOCOL_VERSION, id: Uuid::now_v7(), agent, seq, ts, payload }
+        Envelope {
+            v: PROTOCOL_VERSION,
+            id: Uuid::now_v7(),
+            agent,
+            seq,
+            ts,
+            payload,
+        }
     }
 
     pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {

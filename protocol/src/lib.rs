@@ -18,4 +18,4 @@ pub use envelope::{
 pub use names::{AgentId, KeyName, ModelName, NameError, ProjectId, TaskId};
 pub use payload::*;
 pub use topic::filter;
-pub use topic::{EventKind, Topic, TopicError, ROOT};
+pub use topic::{EventKind, ROOT, Topic, TopicError};

@@ -17,7 +17,11 @@ pub enum NameError {
     #[error(
         "{what} name {shown:?} contains {bad:?}; allowed are letters, digits, '.', '_', '-' and ':' (not first)"
     )]
-    BadChar { what: &'static str, shown: String, bad: char },
+    BadChar {
+        what: &'static str,
+        shown: String,
+        bad: char,
+    },
 }
 
 /// Checks one topic-level name. Allowed: ASCII letters, digits, `.`, `_`, `-`, `:`; the
@@ -29,13 +33,20 @@ pub fn validate(what: &'static str, name: &str) -> Result<(), NameError> {
         return Err(NameError::Empty { what });
     }
     if name.len() > MAX_NAME_LEN {
-        return Err(NameError::TooLong { what, len: name.len() });
+        return Err(NameError::TooLong {
+            what,
+            len: name.len(),
+        });
     }
     for (i, c) in name.chars().enumerate() {
         let ok = c.is_ascii_alphanumeric() || (i > 0 && matches!(c, '.' | '_' | '-' | ':'));
         if !ok {
             let shown: String = name.chars().take(MAX_NAME_LEN).collect();
-            return Err(NameError::BadChar { what, shown, bad: c });
+            return Err(NameError::BadChar {
+                what,
+                shown,
+                bad: c,
+            });
         }
     }
     Ok(())

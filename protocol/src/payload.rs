@@ -372,8 +372,12 @@ pub enum Severity {
 }
 
 impl Severity {
-    pub const ALL: [Severity; 4] =
-        [Severity::Info, Severity::Warning, Severity::Critical, Severity::Security];
+    pub const ALL: [Severity; 4] = [
+        Severity::Info,
+        Severity::Warning,
+        Severity::Critical,
+        Severity::Security,
+    ];
     pub fn as_str(self) -> &'static str {
         match self {
             Severity::Info => "info",

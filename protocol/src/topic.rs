@@ -79,7 +79,10 @@ impl Topic {
             .and_then(|r| r.strip_prefix('/'))
             .ok_or_else(|| TopicError::WrongRoot(short(topic)))?;
         let parts: Vec<&str> = rest.split('/').collect();
-        let bad = |source| TopicError::BadName { topic: short(topic), source };
+        let bad = |source| TopicError::BadName {
+            topic: short(topic),
+            source,
+        };
         let unknown = || TopicError::Unknown(short(topic));
         Ok(match parts.as_slice() {
             ["agents", a, "status"] => Topic::AgentStatus(AgentId::parse(*a).map_err(bad)?),

@@ -29,7 +29,11 @@ fn samples() -> Vec<Payload> {
             max_wait_ms: 30000,
             request_type: RequestType::Stream,
         }),
-        Payload::Release(Release { claim_id, grant_id: Some(grant_id), reason: "client gone".into() }),
+        Payload::Release(Release {
+            claim_id,
+            grant_id: Some(grant_id),
+            reason: "client gone".into(),
+        }),
         Payload::Usage(Usage {
             claim_id,
             grant_id,
@@ -39,7 +43,14 @@ fn samples() -> Vec<Payload> {
             task_id: Some(task.clone()),
             request_type: RequestType::Stream,
             http_status: 200,
-            tokens: Tokens { prompt: 10, cached: 2, candidates: 5, thoughts: 1, tool_prompt: 0, total: 16 },
+            tokens: Tokens {
+                prompt: 10,
+                cached: 2,
+                candidates: 5,
+                thoughts: 1,
+                tool_prompt: 0,
+                total: 16,
+            },
             complete: true,
             latency_ms: 840,
         }),
@@ -76,7 +87,12 @@ fn samples() -> Vec<Payload> {
             duration_ms: 5000,
             exit_code: Some(0),
         }),
-        Payload::Status(AgentStatus { state: Presence::Online, version: "0.1.0".into(), capabilities: vec!["proxy".into()], outbox_floor: Some(43) }),
+        Payload::Status(AgentStatus {
+            state: Presence::Online,
+            version: "0.1.0".into(),
+            capabilities: vec!["proxy".into()],
+            outbox_floor: Some(43),
+        }),
         Payload::Grant(Grant {
             claim_id,
             grant_id,
@@ -87,8 +103,16 @@ fn samples() -> Vec<Payload> {
             model: model.clone(),
             lease_expires: until,
         }),
-        Payload::Denial(Denial { claim_id, reason: DenialReason::Exhausted, message: "all keys exhausted".into(), retry_at: Some(until) }),
-        Payload::Context(Context::Load { request_id: claim_id, task_id: task.clone() }),
+        Payload::Denial(Denial {
+            claim_id,
+            reason: DenialReason::Exhausted,
+            message: "all keys exhausted".into(),
+            retry_at: Some(until),
+        }),
+        Payload::Context(Context::Load {
+            request_id: claim_id,
+            task_id: task.clone(),
+        }),
         Payload::Context(Context::SaveChunk {
             request_id: claim_id,
             task_id: task.clone(),
@@ -99,9 +123,32 @@ fn samples() -> Vec<Payload> {
             data: "aGVsbG8=".into(),
         }),
         Payload::Ack(Ack { watermark: 42 }),
-        Payload::KeyState(KeyState { key: key.clone(), fingerprint: "a1b2c3d4".into(), project: project.clone(), state: KeyCondition::Disabled, reason: Some("API_KEY_INVALID".into()), until: None }),
-        Payload::QuotaState(QuotaState { project: project.clone(), model: model.clone(), state: GroupCondition::Exhausted, until: Some(until), dimension: Some(Dimension::RequestsPerDay), reason: None }),
-        Payload::Alert(Alert { severity: Severity::Security, code: "key_leaked".into(), text: "key k1 reported as leaked".into(), key: Some(key), project: Some(project), model: None, agent: None, until: None }),
+        Payload::KeyState(KeyState {
+            key: key.clone(),
+            fingerprint: "a1b2c3d4".into(),
+            project: project.clone(),
+            state: KeyCondition::Disabled,
+            reason: Some("API_KEY_INVALID".into()),
+            until: None,
+        }),
+        Payload::QuotaState(QuotaState {
+            project: project.clone(),
+            model: model.clone(),
+            state: GroupCondition::Exhausted,
+            until: Some(until),
+            dimension: Some(Dimension::RequestsPerDay),
+            reason: None,
+        }),
+        Payload::Alert(Alert {
+            severity: Severity::Security,
+            code: "key_leaked".into(),
+            text: "key k1 reported as leaked".into(),
+            key: Some(key),
+            project: Some(project),
+            model: None,
+            agent: None,
+            until: None,
+        }),
     ]
 }
 
@@ -128,20 +175,38 @@ fn unknown_version_is_rejected_clearly() {
     assert_eq!(err, DecodeError::UnsupportedVersion("2".into()));
     assert!(err.to_string().contains("unsupported protocol version 2"));
     v["v"] = "1".into();
-    assert!(matches!(Envelope::decode(v.to_string().as_bytes()), Err(DecodeError::UnsupportedVersion(_))));
+    assert!(matches!(
+        Envelope::decode(v.to_string().as_bytes()),
+        Err(DecodeError::UnsupportedVersion(_))
+    ));
     v.as_object_mut().unwrap().remove("v");
-    assert_eq!(Envelope::decode(v.to_string().as_bytes()), Err(DecodeError::MissingVersion));
+    assert_eq!(
+        Envelope::decode(v.to_string().as_bytes()),
+        Err(DecodeError::MissingVersion)
+    );
 }
 
 #[test]
 fn malformed_and_oversized_payloads_are_rejected() {
-    assert!(matches!(Envelope::decode(b"{not json"), Err(DecodeError::NotJson(_))));
+    assert!(matches!(
+        Envelope::decode(b"{not json"),
+        Err(DecodeError::NotJson(_))
+    ));
     let big = vec![b' '; MAX_PAYLOAD_BYTES + 1];
-    assert!(matches!(Envelope::decode(&big), Err(DecodeError::TooLarge { .. })));
+    assert!(matches!(
+        Envelope::decode(&big),
+        Err(DecodeError::TooLarge { .. })
+    ));
     let unknown_kind = r#"{"v":1,"id":"0190a0a0-0000-7000-8000-000000000000","agent":"a","ts":"2026-01-01T00:00:00Z","kind":"nope","body":{}}"#;
-    assert!(matches!(Envelope::decode(unknown_kind.as_bytes()), Err(DecodeError::Invalid(_))));
+    assert!(matches!(
+        Envelope::decode(unknown_kind.as_bytes()),
+        Err(DecodeError::Invalid(_))
+    ));
     let hostile_agent = r#"{"v":1,"id":"0190a0a0-0000-7000-8000-000000000000","agent":"a/+","ts":"2026-01-01T00:00:00Z","kind":"ack","body":{"watermark":1}}"#;
-    assert!(matches!(Envelope::decode(hostile_agent.as_bytes()), Err(DecodeError::Invalid(_))));
+    assert!(matches!(
+        Envelope::decode(hostile_agent.as_bytes()),
+        Err(DecodeError::Invalid(_))
+    ));
     let huge_context = Envelope::new(
         agent(),
         None,
@@ -155,7 +220,10 @@ fn malformed_and_oversized_payloads_are_rejected() {
             data: "x".repeat(MAX_PAYLOAD_BYTES),
         }),
     );
-    assert!(matches!(huge_context.encode(), Err(EncodeError::TooLarge { .. })));
+    assert!(matches!(
+        huge_context.encode(),
+        Err(EncodeError::TooLarge { .. })
+    ));
 }
 
 #[test]
@@ -178,34 +246,86 @@ fn a_full_context_chunk_fits_the_limit() {
 
 #[test]
 fn hostile_names_are_rejected() {
-    for bad in ["", "a/b", "a+b", "#", "a#", "a\0b", "$SYS", ".hidden", "-x", "a b", "ü", &"x".repeat(65)] {
+    for bad in [
+        "",
+        "a/b",
+        "a+b",
+        "#",
+        "a#",
+        "a\0b",
+        "$SYS",
+        ".hidden",
+        "-x",
+        "a b",
+        "ü",
+        &"x".repeat(65),
+    ] {
         assert!(AgentId::parse(bad).is_err(), "{bad:?} accepted as agent");
         assert!(KeyName::parse(bad).is_err(), "{bad:?} accepted as key");
-        assert!(ProjectId::parse(bad).is_err(), "{bad:?} accepted as project");
+        assert!(
+            ProjectId::parse(bad).is_err(),
+            "{bad:?} accepted as project"
+        );
         assert!(ModelName::parse(bad).is_err(), "{bad:?} accepted as model");
     }
     let e = KeyName::parse("a/b").unwrap_err().to_string();
     assert!(e.contains("key name") && e.contains('/'), "{e}");
-    assert_eq!(ModelName::parse_api("models/gemini-2.5-pro").unwrap().as_str(), "gemini-2.5-pro");
+    assert_eq!(
+        ModelName::parse_api("models/gemini-2.5-pro")
+            .unwrap()
+            .as_str(),
+        "gemini-2.5-pro"
+    );
 }
 
 #[test]
 fn topics_build_and_parse() {
     let a = agent();
     let cases = vec![
-        (Topic::AgentStatus(a.clone()), "gemfleet/v1/agents/edge-1/status", true),
-        (Topic::AgentEvent(a.clone(), EventKind::Claim), "gemfleet/v1/agents/edge-1/events/claim", false),
-        (Topic::AgentEvent(a.clone(), EventKind::Throttle), "gemfleet/v1/agents/edge-1/events/throttle", false),
-        (Topic::AgentContext(a.clone()), "gemfleet/v1/agents/edge-1/context", false),
-        (Topic::Inbox(a.clone()), "gemfleet/v1/agents/edge-1/inbox", false),
-        (Topic::Ack(a.clone()), "gemfleet/v1/agents/edge-1/ack", true),
-        (Topic::KeyState(KeyName::parse("k1").unwrap()), "gemfleet/v1/keys/k1/state", true),
         (
-            Topic::QuotaState(ProjectId::parse("p").unwrap(), ModelName::parse("gemini-2.5-flash").unwrap()),
+            Topic::AgentStatus(a.clone()),
+            "gemfleet/v1/agents/edge-1/status",
+            true,
+        ),
+        (
+            Topic::AgentEvent(a.clone(), EventKind::Claim),
+            "gemfleet/v1/agents/edge-1/events/claim",
+            false,
+        ),
+        (
+            Topic::AgentEvent(a.clone(), EventKind::Throttle),
+            "gemfleet/v1/agents/edge-1/events/throttle",
+            false,
+        ),
+        (
+            Topic::AgentContext(a.clone()),
+            "gemfleet/v1/agents/edge-1/context",
+            false,
+        ),
+        (
+            Topic::Inbox(a.clone()),
+            "gemfleet/v1/agents/edge-1/inbox",
+            false,
+        ),
+        (Topic::Ack(a.clone()), "gemfleet/v1/agents/edge-1/ack", true),
+        (
+            Topic::KeyState(KeyName::parse("k1").unwrap()),
+            "gemfleet/v1/keys/k1/state",
+            true,
+        ),
+        (
+            Topic::QuotaState(
+                ProjectId::parse("p").unwrap(),
+                ModelName::parse("gemini-2.5-flash").unwrap(),
+            ),
             "gemfleet/v1/quota/p/gemini-2.5-flash/state",
             true,
         ),
-        (Topic::Alert(Severity::Critical), "gemfleet/v1/alerts/critical", false),
+        (
+            Topic::Alert(Severity::Critical),
+            "gemfleet/v1/alerts/critical",
+            false,
+        ),
     ];
     for (t, s, retained) in cases {
         assert_eq!(t.to_string(), s);
