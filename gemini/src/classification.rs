@@ -98,7 +98,10 @@ pub enum Dimension {
 
 impl Dimension {
     pub fn is_daily(self) -> bool {
-        matches!(self, Dimension::RequestsPerDay | Dimension::InputTokensPerDay)
+        matches!(
+            self,
+            Dimension::RequestsPerDay | Dimension::InputTokensPerDay
+        )
     }
 }
 

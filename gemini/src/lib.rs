@@ -7,7 +7,11 @@
 //! - [`pacific`]: the Pacific-midnight day boundary that per-day quotas reset at.
 
 pub mod classification;
+pub mod classify;
 pub mod pacific;
+pub mod sse;
 pub mod tokens;
+pub mod usage;
 
 pub use classification::{Classification, Dimension, FailureClass, Scope, Tier};
+pub use classify::{classify, classify_http};

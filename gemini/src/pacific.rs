@@ -17,9 +17,7 @@ pub fn start_of(day: NaiveDate) -> DateTime<Utc> {
     match Los_Angeles.from_local_datetime(&midnight) {
         chrono::LocalResult::Single(t) => t.with_timezone(&Utc),
         chrono::LocalResult::Ambiguous(t, _) => t.with_timezone(&Utc),
-        chrono::LocalResult::None => Los_Angeles
-            .from_utc_datetime(&midnight)
-            .with_timezone(&Utc),
+        chrono::LocalResult::None => Los_Angeles.from_utc_datetime(&midnight).with_timezone(&Utc),
     }
 }
 
@@ -40,21 +38,39 @@ mod tests {
 
     #[test]
     fn next_midnight_standard_and_daylight_time() {
-        assert_eq!(next_midnight(t("2026-01-15T12:00:00Z")), t("2026-01-16T08:00:00Z"));
-        assert_eq!(next_midnight(t("2026-07-15T12:00:00Z")), t("2026-07-16T07:00:00Z"));
+        assert_eq!(
+            next_midnight(t("2026-01-15T12:00:00Z")),
+            t("2026-01-16T08:00:00Z")
+        );
+        assert_eq!(
+            next_midnight(t("2026-07-15T12:00:00Z")),
+            t("2026-07-16T07:00:00Z")
+        );
     }
 
     #[test]
     fn next_midnight_across_dst_start_and_end() {
         // 2026-03-08 is the DST start in the US: the day after is measured in PDT.
-        assert_eq!(next_midnight(t("2026-03-08T09:30:00Z")), t("2026-03-09T07:00:00Z"));
+        assert_eq!(
+            next_midnight(t("2026-03-08T09:30:00Z")),
+            t("2026-03-09T07:00:00Z")
+        );
         // 2026-11-01 is the DST end: that day is 25 hours long.
-        assert_eq!(next_midnight(t("2026-11-01T07:30:00Z")), t("2026-11-02T08:00:00Z"));
-        assert_eq!(start_of(day_of(t("2026-11-01T20:00:00Z"))), t("2026-11-01T07:00:00Z"));
+        assert_eq!(
+            next_midnight(t("2026-11-01T07:30:00Z")),
+            t("2026-11-02T08:00:00Z")
+        );
+        assert_eq!(
+            start_of(day_of(t("2026-11-01T20:00:00Z"))),
+            t("2026-11-01T07:00:00Z")
+        );
     }
 
     #[test]
     fn exactly_at_midnight_is_the_next_day() {
-        assert_eq!(next_midnight(t("2026-01-16T08:00:00Z")), t("2026-01-17T08:00:00Z"));
+        assert_eq!(
+            next_midnight(t("2026-01-16T08:00:00Z")),
+            t("2026-01-17T08:00:00Z")
+        );
     }
 }
