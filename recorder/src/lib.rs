@@ -1,1 +1,2 @@
 //! gemfleet recorder
+pub mod slack_bridge;
