@@ -163,3 +163,35 @@ fn unknown_fields_are_ignored_as_documented() {
         "the doc quotes the version error: {err}"
     );
 }
+
+/// docs/schema.md has a section for every table the migrations create.
+#[tokio::test]
+async fn schema_doc_covers_every_table() {
+    let doc = std::fs::read_to_string(workspace_root().join("docs/schema.md")).unwrap();
+    let db = gemfleet_testkit::TestDb::migrated().await.unwrap();
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables \
+         WHERE table_schema = 'public' AND table_name <> '_sqlx_migrations'",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert!(tables.len() >= 10, "{tables:?}");
+    for table in tables {
+        assert!(
+            doc.contains(&format!("### `{table}`")),
+            "docs/schema.md lacks a section on {table}"
+        );
+    }
+    for migration in gemfleet_testkit::migrator().iter() {
+        let file = format!(
+            "{}_{}.sql",
+            migration.version,
+            migration.description.replace(' ', "_")
+        );
+        assert!(
+            doc.contains(&file),
+            "docs/schema.md does not list migration {file}"
+        );
+    }
+}
