@@ -69,6 +69,15 @@ pub fn last_content_text(request: &Value) -> Option<String> {
     }
 }
 
+fn last_text_part(request: &Value) -> Option<String> {
+    let last = request.get("contents")?.as_array()?.last()?;
+    last.get("parts")?
+        .as_array()?
+        .iter()
+        .rev()
+        .find_map(|p| p.get("text").and_then(Value::as_str).map(String::from))
+}
+
 /// Name of the function whose response the last content carries, if it is a tool turn.
 fn last_function_response(request: &Value) -> Option<String> {
     let last = request.get("contents")?.as_array()?.last()?;
@@ -88,7 +97,8 @@ fn text_answer(model: &str, request: &Value) -> String {
             snippet(&tool)
         );
     }
-    let prompt = last_content_text(request).unwrap_or_default();
+    // Clients put context before the prompt in the same content: quote its last text part.
+    let prompt = last_text_part(request).unwrap_or_default();
     format!(
         "This is the gemfleet emulator ({model}) answering \"{}\". The same request always \
          gets these same words, so tests can compare answers, token counts and the ledger \

@@ -246,7 +246,9 @@ fn stream_answer(answer: Answer, sse: bool, first_byte: Duration, per_token_ms: 
             });
         }
         Some(Fault::Drop { .. }) => frames.push(Frame {
-            delay: first_delay,
+            // Pause so that hyper flushes the chunks already sent: a client must see them
+            // arrive before the cut, as with a real connection dropped mid-stream.
+            delay: first_delay.max(Duration::from_millis(20)),
             data: Err(std::io::Error::new(
                 std::io::ErrorKind::ConnectionAborted,
                 "emulated dropped connection",
@@ -277,6 +279,11 @@ fn stream_answer(answer: Answer, sse: bool, first_byte: Duration, per_token_ms: 
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
+}
+
+/// Admin URLs used with the wrong HTTP method.
+pub async fn method_not_allowed() -> Response {
+    error_response(&google_error::method_not_allowed())
 }
 
 pub fn json_response(status: StatusCode, body: &Value) -> Response {

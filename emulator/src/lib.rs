@@ -61,7 +61,10 @@ pub use quota::GroupUsage;
 
 /// The HTTP application for an engine: Gemini endpoints plus the admin surface.
 pub fn router(engine: Arc<Engine>) -> Router {
-    admin::routes().fallback(api::dispatch).with_state(engine)
+    admin::routes()
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .fallback(api::dispatch)
+        .with_state(engine)
 }
 
 /// Entry points.
