@@ -102,3 +102,46 @@ pub fn prose_delay(message: &str) -> Option<Duration> {
 pub fn patterns_compile() -> bool {
     COMPACT.is_some() && WORDED.is_some()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(s: &str) -> Option<u64> {
+        parse_duration(s).map(to_millis)
+    }
+
+    #[test]
+    fn go_and_protobuf_durations() {
+        assert_eq!(ms("161h39m41.3s"), Some(581_981_300));
+        assert_eq!(ms("579.276118ms"), Some(580));
+        assert_eq!(ms("33740.910400305s"), Some(33_740_911));
+        assert_eq!(ms("26s"), Some(26_000));
+        assert_eq!(ms("1m30s"), Some(90_000));
+        assert_eq!(ms("1500us"), Some(2));
+        assert_eq!(ms("1500µs"), Some(2));
+        assert_eq!(ms("10ns"), Some(1));
+        assert_eq!(ms("0s"), Some(ZERO_DELAY_FLOOR_MS));
+        assert_eq!(ms("-3s"), Some(ZERO_DELAY_FLOOR_MS), "a reset already past");
+        assert_eq!(ms("soon"), None);
+        assert_eq!(ms(""), None);
+    }
+
+    #[test]
+    fn prose_needs_a_unit_and_a_verb() {
+        assert_eq!(
+            prose_delay("Please retry in 51.606482386s."),
+            parse_duration("51.606482386s")
+        );
+        assert_eq!(
+            prose_delay("Your quota will reset after 0s."),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(prose_delay("limit: 20, model: x"), None);
+        assert_eq!(
+            prose_delay("retry in 5 minutes"),
+            Some(Duration::from_secs(300))
+        );
+        assert!(patterns_compile());
+    }
+}

@@ -162,3 +162,77 @@ pub fn all_violations(err: &ApiError) -> Vec<Violation> {
 pub fn patterns_compile() -> bool {
     METRIC_LINE.is_some() && LEGACY_LINE.is_some()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dim(id: &str, metric: &str) -> Option<Dimension> {
+        Violation {
+            quota_id: Some(id.to_owned()),
+            metric: Some(metric.to_owned()),
+            ..Violation::default()
+        }
+        .dimension()
+    }
+
+    #[test]
+    fn quota_names_give_dimension_and_tier() {
+        let m = "generativelanguage.googleapis.com/generate_content_free_tier_requests";
+        assert_eq!(
+            dim("GenerateRequestsPerDayPerProjectPerModel-FreeTier", m),
+            Some(Dimension::RequestsPerDay)
+        );
+        assert_eq!(
+            dim("GenerateRequestsPerMinutePerProjectPerModel-FreeTier", m),
+            Some(Dimension::RequestsPerMinute)
+        );
+        assert_eq!(
+            dim(
+                "GenerateContentInputTokensPerModelPerDay-FreeTier",
+                "x/generate_content_free_tier_input_token_count"
+            ),
+            Some(Dimension::InputTokensPerDay)
+        );
+        assert_eq!(
+            dim(
+                "Gemini 2.5 Pro Requests per day per user per tier",
+                "Gemini 2.5 Pro Requests"
+            ),
+            Some(Dimension::RequestsPerDay)
+        );
+        assert_eq!(dim("SomethingDaily", "m"), Some(Dimension::RequestsPerDay));
+        assert_eq!(dim("Opaque", m), None, "a metric alone names no period");
+        assert_eq!(
+            tier_of("GenerateContentPaidTierInputTokensPerModelPerMinute"),
+            Some(Tier::Paid)
+        );
+        assert_eq!(tier_of(m), Some(Tier::Free));
+        assert_eq!(tier_of("generate_content_requests"), None);
+    }
+
+    #[test]
+    fn an_absent_value_is_zero_only_for_a_whole_violation() {
+        let mut v = Violation {
+            absent_value_means_zero: true,
+            ..Violation::default()
+        };
+        assert_eq!(v.limit(), Some(0));
+        v.absent_value_means_zero = false;
+        assert_eq!(v.limit(), None);
+        v.value = Some(5);
+        assert_eq!(v.limit(), Some(5));
+    }
+
+    #[test]
+    fn message_lines_become_violations() {
+        let msg = "* Quota exceeded for metric: a/b_requests, limit: 0, model: gemini-2.0-flash\n* Quota exceeded for metric: a/c_tokens, limit: 7\nQuota exceeded for quota metric 'M' and limit 'L per day per user' of service 's'";
+        let v = prose_violations(msg);
+        assert_eq!(v.len(), 3);
+        assert_eq!(v[0].value, Some(0));
+        assert_eq!(v[0].model.as_deref(), Some("gemini-2.0-flash"));
+        assert_eq!(v[1].value, Some(7));
+        assert!(v[2].per_user());
+        assert!(patterns_compile());
+    }
+}
