@@ -30,11 +30,11 @@ pub struct KeySpec {
 pub struct Stack {
     pub broker: Broker,
     pub db: TestDb,
-    pub recorder: Option<RunningRecorder>,
+    /// Kept alive for the test's duration.
+    pub _recorder: RunningRecorder,
     pub emulator: RunningEmulator,
     pub dir: tempfile::TempDir,
     pub secrets: BTreeMap<String, String>,
-    pub minute_seconds: f64,
 }
 
 fn secret_for(name: &str) -> String {
@@ -55,6 +55,17 @@ impl Stack {
         minute_seconds: f64,
         projects: &[&str],
         keys: &[KeySpec],
+    ) -> Stack {
+        Self::start_with(rpm, minute_seconds, projects, keys, |_| {}).await
+    }
+
+    /// [`Stack::start`] with a last change to the emulator's configuration.
+    pub async fn start_with(
+        rpm: u64,
+        minute_seconds: f64,
+        projects: &[&str],
+        keys: &[KeySpec],
+        tweak: impl FnOnce(&mut EmuConfig),
     ) -> Stack {
         gemfleet_testkit::init_crypto();
         let broker = Broker::start().await.expect("broker");
@@ -88,6 +99,7 @@ impl Stack {
                 state: KeyState::Valid,
             });
         }
+        tweak(&mut emu);
         let emulator = Emulator::start(emu).await.expect("emulator");
 
         let master_b64 = base64::engine::general_purpose::STANDARD.encode(rand_bytes().repeat(2));
@@ -136,11 +148,10 @@ impl Stack {
         Stack {
             broker,
             db,
-            recorder: Some(recorder),
+            _recorder: recorder,
             emulator,
-            dir: dir,
+            dir,
             secrets,
-            minute_seconds,
         }
     }
 
@@ -200,7 +211,21 @@ impl Stack {
 
     /// `gemfleet-agent run` with the real Gemini CLI, headless, JSON output.
     pub async fn run(&self, agent: &str, task: &TaskId, prompt: &str) -> Output {
-        let gemini = gemfleet_testkit::gemini_cli().expect("gemini cli");
+        self.run_via(agent, task, prompt, None).await
+    }
+
+    /// [`Stack::run`] with another `gemini` (e.g. a wrapper that records its environment).
+    pub async fn run_via(
+        &self,
+        agent: &str,
+        task: &TaskId,
+        prompt: &str,
+        gemini: Option<&Path>,
+    ) -> Output {
+        let gemini = match gemini {
+            Some(g) => g.to_path_buf(),
+            None => gemfleet_testkit::gemini_cli().expect("gemini cli"),
+        };
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_gemfleet-agent"));
         cmd.arg("run")
             .args(self.agent_args(agent))
@@ -304,4 +329,243 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// A recording relay in front of the emulator: forwards every request unchanged and keeps
+/// (path, headers, body) so a test can see exactly what reached the Gemini API.
+pub struct Relay {
+    pub base_url: String,
+    pub seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub path: String,
+    pub api_key_header: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl Relay {
+    pub async fn start(upstream: String) -> Relay {
+        use axum::body::{Body, Bytes};
+        use axum::http::{HeaderMap, Uri};
+        let seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>> = Default::default();
+        let s2 = seen.clone();
+        let http = reqwest::Client::new();
+        let app = axum::Router::new().fallback(move |uri: Uri, headers: HeaderMap, body: Bytes| {
+            let seen = s2.clone();
+            let http = http.clone();
+            let upstream = upstream.clone();
+            async move {
+                let key = headers
+                    .get("x-goog-api-key")
+                    .and_then(|v| v.to_str().ok())
+                    .map(String::from);
+                seen.lock().unwrap().push(Seen {
+                    path: uri.to_string(),
+                    api_key_header: key.clone(),
+                    body: body.to_vec(),
+                });
+                let mut req = http.post(format!("{upstream}{uri}")).body(body);
+                if let Some(k) = key {
+                    req = req.header("x-goog-api-key", k);
+                }
+                req = req.header("content-type", "application/json");
+                let r = req.send().await.unwrap();
+                let status = r.status();
+                let ct = r.headers().get("content-type").cloned();
+                let bytes = r.bytes().await.unwrap();
+                let mut resp = axum::response::Response::new(Body::from(bytes));
+                *resp.status_mut() = status;
+                if let Some(ct) = ct {
+                    resp.headers_mut().insert("content-type", ct);
+                }
+                resp
+            }
+        });
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(l, app).await;
+        });
+        Relay {
+            base_url: format!("http://{addr}"),
+            seen,
+        }
+    }
+}
+
+/// Every message on the broker under gemfleet/v1/#, recorded (topic, payload).
+/// (topic, payload) of every message seen.
+pub type Messages = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
+pub struct Sniffer {
+    pub seen: Messages,
+}
+
+impl Sniffer {
+    pub async fn start(broker: &Broker) -> Sniffer {
+        let (client, mut el) = rumqttc::AsyncClient::new(broker.mqtt_options("sniffer"), 100);
+        client
+            .subscribe("gemfleet/v1/#", rumqttc::QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        let seen: Messages = Default::default();
+        let s2 = seen.clone();
+        tokio::spawn(async move {
+            let _client = client;
+            loop {
+                match el.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                        s2.lock()
+                            .unwrap()
+                            .push((p.topic.clone(), p.payload.to_vec()));
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Sniffer { seen }
+    }
+}
+
+/// An agent daemon as a child process (`gemfleet-agent serve`), its log in a file.
+pub struct AgentProcess {
+    pub child: tokio::process::Child,
+    /// The daemon's log (its stderr), scanned for secrets by name (*.log).
+    pub _log: PathBuf,
+    pub base_url: String,
+}
+
+impl Stack {
+    pub async fn spawn_agent(&self, agent: &str, upstream: Option<&str>) -> AgentProcess {
+        let data_dir = self.data_dir(agent);
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let state = data_dir.join("agent.json");
+        let _ = std::fs::remove_file(&state);
+        let log = self
+            .dir
+            .path()
+            .join(format!("{agent}-{}.log", uuid::Uuid::new_v4()));
+        let f = std::fs::File::create(&log).unwrap();
+        let mut args = self.agent_args(agent);
+        if let Some(u) = upstream {
+            let i = args.iter().position(|a| a == "--upstream").unwrap();
+            args[i + 1] = u.to_string();
+        }
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gemfleet-agent"))
+            .arg("serve")
+            .args(args)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .env("GEMFLEET_LOG", "debug")
+            .env("GEMFLEET_AGENT_CLAIM_MAX_WAIT_MS", "30000")
+            .env("GEMFLEET_AGENT_RESEND_AFTER_MS", "3000")
+            .stdout(std::process::Stdio::null())
+            .stderr(f)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let sf = loop {
+            if let Some(sf) = gemfleet_agent::daemon::read_state_file(&data_dir) {
+                break sf;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "agent {agent} did not start: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let base_url = format!("http://{}", sf.addr);
+        let p = AgentProcess {
+            child,
+            _log: log,
+            base_url,
+        };
+        // Connected to the broker?
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(st) = p.status().await
+                && st.broker.connected
+            {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "agent {agent} did not connect"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        p
+    }
+}
+
+impl AgentProcess {
+    pub async fn status(&self) -> anyhow::Result<gemfleet_agent::control::StatusReport> {
+        gemfleet_agent::runner::Control::new(self.base_url.clone())?
+            .status(Duration::from_secs(2))
+            .await
+    }
+    pub fn kill9(&mut self) {
+        let pid = self.child.id().unwrap() as i32;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    }
+    pub async fn terminate(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await;
+    }
+    /// Waits until the daemon's outbox is empty (everything acknowledged).
+    pub async fn drained(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(st) = self.status().await
+                && st.outbox.as_ref().is_some_and(|o| o.depth == 0)
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+}
+
+/// A `gemini` wrapper script that writes its environment to `dump_dir` and runs the real CLI.
+pub fn env_dumping_gemini(dir: &Path, dump_dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dump_dir).unwrap();
+    let real = gemfleet_testkit::gemini_cli().expect("gemini cli");
+    let p = dir.join("gemini-env-dump.sh");
+    let script = format!(
+        "#!/bin/sh\nenv > \"{}/env-$$.txt\"\nexec \"{}\" \"$@\"\n",
+        dump_dir.display(),
+        real.display()
+    );
+    std::fs::write(&p, script).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+/// Emulator ledger: every request (admitted or refused) that carried `key`.
+pub fn emulator_requests_with(stack: &Stack, key: &str) -> u64 {
+    stack
+        .emulator
+        .ledger()
+        .entries
+        .iter()
+        .filter(|e| e.key == key)
+        .map(|e| e.requests + e.errors.values().sum::<u64>() + e.rate_limited_requests)
+        .sum()
 }
