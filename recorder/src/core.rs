@@ -292,7 +292,7 @@ impl Core {
         }
 
         let mut tx = self.pool.begin().await?;
-        let new_ids = store::insert_events(&mut tx, &rows).await?;
+        let mut new_ids = store::insert_events(&mut tx, &rows).await?;
         let dup_claims: Vec<Uuid> = items
             .iter()
             .filter_map(|i| match i {
@@ -316,7 +316,8 @@ impl Core {
                             touched_agents.insert(env.agent.clone());
                         }
                     }
-                    if new_ids.contains(&env.id) {
+                    // `remove`: a second copy of the same event in this batch is a duplicate too.
+                    if new_ids.remove(&env.id) {
                         self.apply_event(env, now, &mut turn, &mut decisions);
                     } else {
                         metrics::counter!(m::DUPLICATES).increment(1);
@@ -328,7 +329,7 @@ impl Core {
                     }
                 }
                 Intake::Status(env) => {
-                    if new_ids.contains(&env.id) {
+                    if new_ids.remove(&env.id) {
                         self.apply_status(env, now, &mut turn, &mut decisions, &mut touched_agents);
                     }
                 }
