@@ -643,3 +643,42 @@ fn only_key_reasons_penalise_a_key() {
 fn every_pattern_compiles() {
     assert!(gemfleet_gemini::classify::patterns_compile());
 }
+
+#[test]
+fn the_proxy_path_classifies_an_error_item_straight_from_the_parser() {
+    let stream = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/c13-gemini-503-in-stream.http200.txt"),
+    )
+    .unwrap();
+    let mut parser = gemfleet_gemini::sse::SseParser::new();
+    let mut items = Vec::new();
+    for piece in stream.as_bytes().chunks(5) {
+        parser.push(piece, &mut items);
+    }
+    parser.finish(&mut items);
+    let errors: Vec<_> = items.iter().filter(|i| i.is_error()).collect();
+    assert_eq!(errors.len(), 1);
+    let c = classify(Some(200), errors[0].json(), Some("gemini-3-pro"), now());
+    assert_eq!(c.class, C::Transient);
+    assert!(c.in_stream);
+}
+
+#[test]
+fn a_whole_violation_without_quota_value_means_limit_zero() {
+    // proto3 omits a zero quotaValue; the message here says nothing about the limit.
+    let b = body(
+        429,
+        "RESOURCE_EXHAUSTED",
+        EXCEEDED,
+        vec![quota_failure(
+            "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
+            "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+            None,
+        )],
+    );
+    let c = at(Some(429), &b);
+    assert_eq!(c.class, C::NoQuota);
+    assert_eq!(c.limit, Some(0));
+    assert_eq!(c.tier, Some(Tier::Free));
+}
