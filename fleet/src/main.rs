@@ -1,0 +1,129 @@
+//! `gemfleet-fleet`: the demo (a complete local fleet doing the main job) and the fleet
+//! benchmark. See README.md and docs/benchmarks.md.
+
+use clap::{Args, Parser, Subcommand};
+use gemfleet_fleet::demo::{self, DemoOptions};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gemfleet-fleet",
+    version,
+    about = "Run a complete local gemfleet (recorder, emulator, agents) on real Gemini CLI tasks, or benchmark the fleet"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start a local fleet — the emulator as upstream, the recorder, three agents — and run
+    /// Gemini CLI tasks over a repository's source files through it: four keys in two projects
+    /// with limits tight enough to queue, one key revoked upstream mid-run, one agent killed
+    /// mid-task. Prints live progress and a report that checks the books; exits non-zero when
+    /// the report finds a problem.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Repository whose tracked .rs files become tasks (default: this checkout).
+    #[arg(long)]
+    repo: Option<PathBuf>,
+    /// How many files (tasks) at most.
+    #[arg(long, default_value_t = 24)]
+    tasks: usize,
+    /// Follow-up prompts, each on another agent than the task's first run (resumed sessions).
+    #[arg(long, default_value_t = 4)]
+    follow_ups: usize,
+    /// Agents (daemons) in the fleet.
+    #[arg(long, default_value_t = 3)]
+    agents: usize,
+    /// Requests per quota minute per project (two projects).
+    #[arg(long, default_value_t = 6)]
+    rpm: u64,
+    /// Length of the quota minute in seconds (compressed so the demo shows queuing quickly).
+    #[arg(long, default_value_t = 15.0)]
+    minute_seconds: f64,
+    /// The model every task uses.
+    #[arg(long, default_value = "gemini-2.5-flash")]
+    model: String,
+    /// Logs, configs and agents' data (default: <repo>/.demo).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// PostgreSQL server URL; the demo (re)creates database `--database` on it.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    database_url: String,
+    #[arg(long, default_value = "gemfleet_demo")]
+    database: String,
+    /// The Gemini CLI to run (default: the pinned one in node_modules).
+    #[arg(long)]
+    gemini: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gemfleet-fleet: cannot start the runtime: {e}");
+            return ExitCode::from(70);
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Demo(a) => run_demo(a).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("gemfleet-fleet: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run_demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
+    let repo = a.repo.unwrap_or_else(gemfleet_testkit::workspace_root);
+    let gemini = match a.gemini {
+        Some(g) => g,
+        None => gemfleet_testkit::gemini_cli()?,
+    };
+    let opts = DemoOptions {
+        work_dir: a.work_dir.unwrap_or_else(|| repo.join(".demo")),
+        server_url: a.database_url,
+        database: a.database,
+        repo,
+        gemini,
+        agents: a.agents.max(1),
+        max_tasks: a.tasks.max(1),
+        follow_ups: a.follow_ups,
+        minute_seconds: a.minute_seconds,
+        rpm: a.rpm.max(1),
+        model: a.model,
+        progress: true,
+    };
+    let outcome = demo::run(opts).await?;
+    println!("{}", outcome.report.render());
+    println!(
+        "logs: {}/logs · the recorder's database stays at {} — try `gemfleet-recorder usage --by key` with that DATABASE_URL",
+        outcome.work_dir.display(),
+        gemfleet_fleet::stack::redact(&outcome.database_url)
+    );
+    Ok(if outcome.report.problems().is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
