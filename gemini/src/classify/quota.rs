@@ -108,6 +108,11 @@ static LEGACY_LINE: LazyLock<Option<Regex>> = LazyLock::new(|| {
     Regex::new(r"(?i)quota exceeded for quota metric '([^']*)' and limit '([^']*)'").ok()
 });
 
+static VERTEX_LINE: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    // "Quota exceeded for aiplatform.googleapis.com/generate_content_requests_per_minute_per_project_per_base_model with base model: …"
+    Regex::new(r"(?i)quota exceeded for ([a-z0-9.-]+\.googleapis\.com/[a-z0-9_/]+)").ok()
+});
+
 /// Violations stated only in the message (bodies without details, printed text). The
 /// message names the metric and the limit but not the quota id, so these rarely give a
 /// period; they do give the limit.
@@ -121,6 +126,14 @@ pub fn prose_violations(message: &str) -> Vec<Violation> {
                 value: caps.get(2).and_then(|m| m.as_str().parse().ok()),
                 absent_value_means_zero: false,
                 model: caps.get(3).map(|m| m.as_str().to_owned()),
+            });
+        }
+    }
+    if let Some(re) = VERTEX_LINE.as_ref() {
+        for caps in re.captures_iter(message) {
+            out.push(Violation {
+                metric: caps.get(1).map(|m| m.as_str().to_owned()),
+                ..Violation::default()
             });
         }
     }
@@ -160,7 +173,7 @@ pub fn all_violations(err: &ApiError) -> Vec<Violation> {
 }
 
 pub fn patterns_compile() -> bool {
-    METRIC_LINE.is_some() && LEGACY_LINE.is_some()
+    METRIC_LINE.is_some() && LEGACY_LINE.is_some() && VERTEX_LINE.is_some()
 }
 
 #[cfg(test)]

@@ -66,7 +66,13 @@ impl<'a> Context<'a> {
     fn code_assist(&self) -> bool {
         self.err.domains.iter().any(|d| d.contains("cloudcode-pa"))
             || self.text.contains("cloudcode-pa")
-            || self.says(&["code assist", "code-assist"])
+            || self.says(&[
+                "code assist",
+                "code-assist",
+                // Code Assist's own wording, also when Gemini CLI prints only the message.
+                "exhausted your capacity on this model",
+                "individual quota reached",
+            ])
     }
 
     fn quota_scope(&self) -> Scope {

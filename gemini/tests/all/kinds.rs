@@ -682,3 +682,36 @@ fn a_whole_violation_without_quota_value_means_limit_zero() {
     assert_eq!(c.limit, Some(0));
     assert_eq!(c.tier, Some(Tier::Free));
 }
+
+#[test]
+fn vertex_quota_prose_names_its_dimension() {
+    let msg = "Quota exceeded for aiplatform.googleapis.com/generate_content_requests_per_minute_per_project_per_base_model with base model: gemini-1.5-pro. Please submit a quota increase request.";
+    let c = at(Some(429), &body(429, "RESOURCE_EXHAUSTED", msg, vec![]));
+    assert_eq!(c.class, C::Cooldown);
+    assert_eq!(c.dimension, Some(Dimension::RequestsPerMinute));
+}
+
+#[test]
+fn cli_print_of_a_code_assist_capacity_message_cools_the_account_down() {
+    let printed = "Error when talking to Gemini API\n[API Error: You have exhausted your capacity on this model. Your quota will reset after 2h52m39s.]";
+    let c = at(None, printed);
+    assert_eq!((c.class, c.scope), (C::Cooldown, Scope::AccountModel));
+    assert_eq!(c.retry_after_ms, Some(((2 * 60 + 52) * 60 + 39) * 1000));
+}
+
+#[test]
+fn a_gaxios_print_of_a_code_assist_array_is_read() {
+    let printed = r#"Attempt 1 failed with status 429. Retrying with backoff... GaxiosError: [{
+  "error": {
+    "code": 429,
+    "message": "No capacity available for model gemini-3-flash-preview on the server",
+    "errors": [{"message": "No capacity available", "domain": "global", "reason": "rateLimitExceeded"}],
+    "status": "RESOURCE_EXHAUSTED",
+    "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "MODEL_CAPACITY_EXHAUSTED", "domain": "cloudcode-pa.googleapis.com", "metadata": {"model": "gemini-3-flash-preview"}}]
+  }
+}
+]
+    at Gaxios._request (gaxios.js:142:23)"#;
+    let c = at(None, printed);
+    assert_eq!((c.class, c.scope), (C::Transient, Scope::Model));
+}
