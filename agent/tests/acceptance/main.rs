@@ -5,6 +5,7 @@
 #![allow(clippy::field_reassign_with_default)]
 
 mod crash;
+mod errors;
 mod keys;
 mod moves;
 mod runs;
