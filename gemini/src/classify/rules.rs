@@ -111,8 +111,9 @@ pub fn decide(cx: &Context<'_>) -> Classification {
         .or_else(|| project_dead(cx))
         .or_else(|| project_config(cx))
         .or_else(|| billing_blocked(cx))
-        .or_else(|| no_quota_in_words(cx))
+        .or_else(|| no_quota_in_words(cx, false))
         .or_else(|| quota_violation(cx, &viols))
+        .or_else(|| no_quota_in_words(cx, true))
         .or_else(|| capacity(cx))
         .or_else(|| code_assist_quota(cx))
         .or_else(|| printed_notice(cx))
@@ -255,26 +256,45 @@ fn billing_blocked(cx: &Context<'_>) -> Option<Classification> {
 }
 
 /// QUOTAS.md rule 2, in words: the model has no quota on this tier.
-fn no_quota_in_words(cx: &Context<'_>) -> Option<Classification> {
-    if !cx.says(&[
+/// `after_violations`: also read a bare `limit: 0`, once structured violations (which name
+/// the dimension and tier too) had nothing to say.
+fn no_quota_in_words(cx: &Context<'_>, after_violations: bool) -> Option<Classification> {
+    let free_tier_only = cx.says(&[
         "only accessible to billed users",
         "doesn't have a free quota tier",
         "does not have a free quota tier",
         "no free quota tier",
-    ]) {
+    ]);
+    let limit_zero = after_violations && states_limit_zero(&cx.text);
+    if !(free_tier_only || limit_zero) {
         return None;
     }
     let mut c = cx.record(
         FailureClass::NoQuota,
         Scope::ProjectModel,
         format!(
-            "{} has no quota on the free tier: a paid project is needed",
-            cx.model_name().unwrap_or("the model")
+            "{} has no quota on this project's tier (limit 0){}",
+            cx.model_name().unwrap_or("the model"),
+            if free_tier_only {
+                ": a paid project is needed"
+            } else {
+                ""
+            }
         ),
     );
     c.limit = Some(0);
-    c.tier = Some(Tier::Free);
+    // These phrases are said to free-tier projects only; a bare `limit: 0` names no tier.
+    c.tier = free_tier_only.then_some(Tier::Free);
     Some(c)
+}
+
+/// `limit: 0` anywhere in the text (not `limit: 05` or `limit: 0.5`), as Gemini CLI reads it.
+fn states_limit_zero(text: &str) -> bool {
+    text.match_indices("limit:").any(|(i, m)| {
+        let rest = text.get(i + m.len()..).unwrap_or_default().trim_start();
+        rest.strip_prefix('0')
+            .is_some_and(|after| !after.starts_with(|c: char| c.is_ascii_digit() || c == '.'))
+    })
 }
 
 /// QUOTAS.md rules 1, 2 and 7: what the exceeded quotas say, dimension first, delay second.

@@ -715,3 +715,27 @@ fn a_gaxios_print_of_a_code_assist_array_is_read() {
     let c = at(None, printed);
     assert_eq!((c.class, c.scope), (C::Transient, Scope::Model));
 }
+
+#[test]
+fn limit_zero_in_any_wording_is_no_quota_but_limit_05_is_not() {
+    let c = at(
+        Some(429),
+        &body(
+            429,
+            "RESOURCE_EXHAUSTED",
+            "Quota exceeded (limit: 0) for this model.",
+            vec![],
+        ),
+    );
+    assert_eq!(c.class, C::NoQuota);
+    let c = at(
+        Some(429),
+        &body(
+            429,
+            "RESOURCE_EXHAUSTED",
+            "Quota exceeded (limit: 05) for this model.",
+            vec![],
+        ),
+    );
+    assert_eq!(c.class, C::Cooldown);
+}
