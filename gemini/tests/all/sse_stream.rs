@@ -115,3 +115,21 @@ fn the_parser_keeps_no_more_than_the_unfinished_event() {
         out.clear();
     }
 }
+
+#[test]
+fn an_oversized_line_is_dropped_and_counted_and_the_stream_goes_on() {
+    use gemfleet_gemini::sse::MAX_EVENT_BYTES;
+    let mut p = SseParser::new();
+    let mut out = Vec::new();
+    let big = vec![b'x'; 64 * 1024];
+    p.push(b"data: ", &mut out);
+    let mut sent = 0;
+    while sent <= MAX_EVENT_BYTES {
+        p.push(&big, &mut out);
+        sent += big.len();
+    }
+    p.push(b"\n\ndata: {\"after\":1}\n\n", &mut out);
+    p.finish(&mut out);
+    assert_eq!(p.oversized, 1);
+    assert_eq!(events(&out), vec!["{\"after\":1}"]);
+}
