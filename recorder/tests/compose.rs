@@ -444,6 +444,31 @@ fn commands_parse_with_the_binaries_command_lines() {
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         }
     }
+    // Every recorder command of the demo setup script parses (continuations joined, leading
+    // VAR=value assignments and a trailing `|| true` dropped).
+    let setup = std::fs::read_to_string(root().join("deploy/compose/demo-setup.sh")).unwrap();
+    let joined = setup.replace("\\\n", " ");
+    let mut checked = 0;
+    for line in joined
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+    {
+        let line = line.split("||").next().unwrap();
+        let words: Vec<&str> = line
+            .split_whitespace()
+            .skip_while(|w| w.contains('='))
+            .collect();
+        if words.first() == Some(&"gemfleet-recorder") {
+            gemfleet_recorder::cli::Cli::try_parse_from(&words)
+                .unwrap_or_else(|e| panic!("demo-setup.sh: {line}: {e}"));
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 5,
+        "only {checked} recorder commands found in demo-setup.sh"
+    );
     // The demo workload calls real agent subcommands.
     let workload = std::fs::read_to_string(root().join("deploy/compose/demo-workload.sh")).unwrap();
     gemfleet_agent::cli::Cli::try_parse_from(["gemfleet-agent", "serve"]).unwrap();
