@@ -15,7 +15,7 @@ pub enum NameError {
     #[error("{what} name is {len} bytes long; the limit is {MAX_NAME_LEN}")]
     TooLong { what: &'static str, len: usize },
     #[error(
-        "{what} name {shown:?} contains {bad:?}; allowed are letters, digits, '.', '_', '-' and ':' (not first)"
+        "{what} name {shown:?} contains {bad:?}; allowed are letters, digits, '.', '_' and '-' (not first)"
     )]
     BadChar {
         what: &'static str,
@@ -24,10 +24,10 @@ pub enum NameError {
     },
 }
 
-/// Checks one topic-level name. Allowed: ASCII letters, digits, `.`, `_`, `-`, `:`; the
-/// first character must be a letter or digit (so no `$`-system or dot-file look-alikes).
-/// This is stricter than MQTT needs: names also become file names, URL path parts and
-/// broker usernames.
+/// Checks one topic-level name. Allowed: ASCII letters, digits, `.`, `_`, `-`; the first
+/// character must be a letter or digit (so no `$`-system or dot-file look-alikes). This is
+/// stricter than MQTT needs: names also become file names, URL path parts and broker
+/// usernames (Mosquitto's password file cannot hold a `:` in a username).
 pub fn validate(what: &'static str, name: &str) -> Result<(), NameError> {
     if name.is_empty() {
         return Err(NameError::Empty { what });
@@ -39,7 +39,7 @@ pub fn validate(what: &'static str, name: &str) -> Result<(), NameError> {
         });
     }
     for (i, c) in name.chars().enumerate() {
-        let ok = c.is_ascii_alphanumeric() || (i > 0 && matches!(c, '.' | '_' | '-' | ':'));
+        let ok = c.is_ascii_alphanumeric() || (i > 0 && matches!(c, '.' | '_' | '-'));
         if !ok {
             let shown: String = name.chars().take(MAX_NAME_LEN).collect();
             return Err(NameError::BadChar {

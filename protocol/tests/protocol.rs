@@ -258,6 +258,7 @@ fn hostile_names_are_rejected() {
         "-x",
         "a b",
         "ü",
+        "a:b",
         &"x".repeat(65),
     ] {
         assert!(AgentId::parse(bad).is_err(), "{bad:?} accepted as agent");
@@ -353,7 +354,7 @@ fn secrets_do_not_debug_print() {
 
 proptest! {
     #[test]
-    fn valid_names_round_trip_through_topics(name in "[A-Za-z0-9][A-Za-z0-9._:-]{0,63}") {
+    fn valid_names_round_trip_through_topics(name in "[A-Za-z0-9][A-Za-z0-9._-]{0,63}") {
         let a = AgentId::parse(name.clone()).unwrap();
         let t = Topic::Inbox(a.clone());
         prop_assert_eq!(Topic::parse(&t.to_string()).unwrap(), t);
