@@ -25,6 +25,45 @@ enum Command {
     /// mid-task. Prints live progress and a report that checks the books; exits non-zero when
     /// the report finds a problem.
     Demo(DemoArgs),
+    /// The fleet benchmark: many simulated agents (real agent daemons driven by HTTP clients
+    /// instead of Gemini CLI) against the emulator with many keys and projects and a
+    /// compressed minute; then the same workload under the original design's strategy (LRU key
+    /// with a fixed minimum interval, no arbitration). Prints both side by side.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// Simulated agents (daemons in this process).
+    #[arg(long, default_value_t = 50)]
+    agents: usize,
+    #[arg(long, default_value_t = 10)]
+    projects: usize,
+    #[arg(long, default_value_t = 2)]
+    keys_per_project: usize,
+    /// Requests per quota minute per project.
+    #[arg(long, default_value_t = 60)]
+    rpm: u64,
+    /// Length of the quota minute in seconds.
+    #[arg(long, default_value_t = 2.0)]
+    minute_seconds: f64,
+    /// Minutes the load lasts.
+    #[arg(long, default_value_t = 20)]
+    windows: u32,
+    /// Concurrent client loops per agent.
+    #[arg(long, default_value_t = 2)]
+    clients_per_agent: usize,
+    /// Keys revoked upstream during the run (cold-key propagation probes).
+    #[arg(long, default_value_t = 3)]
+    revocations: usize,
+    #[arg(long, default_value = "gemini-2.5-flash")]
+    model: String,
+    /// The recorder's safety margin on the sliding minute, in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    window_guard_ms: u64,
+    /// Skip the baseline strategy.
+    #[arg(long)]
+    no_baseline: bool,
 }
 
 #[derive(Debug, Args)]
@@ -83,6 +122,7 @@ fn main() -> ExitCode {
     let result = rt.block_on(async move {
         match cli.command {
             Command::Demo(a) => run_demo(a).await,
+            Command::Bench(a) => run_bench(a).await,
         }
     });
     match result {
@@ -126,4 +166,40 @@ async fn run_demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+async fn run_bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
+    use gemfleet_fleet::bench::{self, BenchOptions};
+    let o = BenchOptions {
+        agents: a.agents.max(1),
+        projects: a.projects.max(1),
+        keys_per_project: a.keys_per_project.max(1),
+        rpm: a.rpm.max(1),
+        minute_seconds: a.minute_seconds.max(0.1),
+        windows: a.windows.max(1),
+        clients_per_agent: a.clients_per_agent.max(1),
+        revocations: a.revocations,
+        model: a.model,
+        window_guard_ms: a.window_guard_ms,
+    };
+    let say = |s: &str| println!("  · {s}");
+    println!(
+        "fleet benchmark: {} agents × {} clients, {} projects × {} keys, {} requests per {}-second minute per project, {} windows",
+        o.agents,
+        o.clients_per_agent,
+        o.projects,
+        o.keys_per_project,
+        o.rpm,
+        o.minute_seconds,
+        o.windows
+    );
+    let rss = bench::fleet::idle_agent_rss().await;
+    let fleet = bench::fleet::run(&o, &say).await?;
+    let baseline = if a.no_baseline {
+        None
+    } else {
+        Some(bench::baseline::run(&o, &say).await?)
+    };
+    println!("{}", bench::render(&o, &fleet, baseline.as_ref(), rss.ok()));
+    Ok(ExitCode::SUCCESS)
 }

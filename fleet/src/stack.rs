@@ -67,7 +67,8 @@ pub struct AgentProc {
     pub proc: Proc,
 }
 
-fn random_secret() -> String {
+/// A random secret for a demo or benchmark key (never printed).
+pub fn random_secret() -> String {
     let mut bytes = [0u8; 24];
     rand::rng().fill_bytes(&mut bytes);
     format!(
@@ -326,8 +327,18 @@ pub async fn start_agent(
 }
 
 fn emulator_toml(plan: &Plan, secrets: &[String]) -> String {
-    let mut s = format!("minute_seconds = {}\nseed = 1\n\n", plan.minute_seconds);
-    for (i, p) in plan.projects.iter().enumerate() {
+    emulator_config(plan.minute_seconds, &plan.projects, &plan.keys, secrets)
+}
+
+/// The emulator's TOML config for these projects and keys (the same limits the recorder gets).
+pub fn emulator_config(
+    minute_seconds: f64,
+    projects: &[ProjectPlan],
+    keys: &[KeyPlan],
+    secrets: &[String],
+) -> String {
+    let mut s = format!("minute_seconds = {minute_seconds}\nseed = 1\n\n");
+    for (i, p) in projects.iter().enumerate() {
         let _ = write!(
             s,
             "[[projects]]\nname = \"{}\"\nnumber = {}\ntier = \"{}\"\n[projects.default_limits]\n\
@@ -340,7 +351,7 @@ fn emulator_toml(plan: &Plan, secrets: &[String]) -> String {
             p.rpd
         );
     }
-    for (k, secret) in plan.keys.iter().zip(secrets) {
+    for (k, secret) in keys.iter().zip(secrets) {
         let _ = write!(
             s,
             "[[keys]]\nname = \"{}\"\nsecret = \"{secret}\"\nproject = \"{}\"\n\n",
