@@ -238,43 +238,38 @@ impl Engine {
             UNKNOWN_MODEL
         };
 
-        let mut guard = self.lock();
-        // Borrow the fields separately (quota group and book at once).
-        let inner: &mut Inner = &mut guard;
-        let state = match (inner.key_states[key_index], project.state) {
+        let book_error = |e: GoogleError| {
+            self.lock()
+                .book
+                .entry(&key.name, &project.name, model_label)
+                .error(e.status);
+            Outcome::Error(e)
+        };
+        let state = match (self.lock().key_states[key_index], project.state) {
             (KeyState::Valid, ProjectState::Suspended) => KeyState::ProjectSuspended,
             (KeyState::Valid, ProjectState::Denied) => KeyState::ProjectDenied,
             (s, _) => s,
         };
         if let Some(e) = google_error::key_error(state, &rpc, project.number) {
-            inner
-                .book
-                .entry(&key.name, &project.name, model_label)
-                .error(e.status);
-            return Outcome::Error(e);
+            return book_error(e);
         }
         if model_label == UNKNOWN_MODEL {
-            let e = google_error::unknown_model(call.model, call.version, call.method.name());
-            inner
-                .book
-                .entry(&key.name, &project.name, model_label)
-                .error(e.status);
-            return Outcome::Error(e);
+            return book_error(google_error::unknown_model(
+                call.model,
+                call.version,
+                call.method.name(),
+            ));
         }
+        // Parsing, counting and the default answer happen outside the lock: they are the
+        // expensive part (a Gemini CLI request is 25-45 KB) and need no shared state.
         let request = match parse_request(call) {
             Ok(r) => r,
-            Err(e) => {
-                inner
-                    .book
-                    .entry(&key.name, &project.name, model_label)
-                    .error(e.status);
-                return Outcome::Error(e);
-            }
+            Err(e) => return book_error(e),
         };
         let prompt = Prompt::of_request(&request);
         let tokens = prompt.tokens();
         if call.method == Method::CountTokens {
-            inner
+            self.lock()
                 .book
                 .entry(&key.name, &project.name, model_label)
                 .count_tokens_calls += 1;
@@ -283,7 +278,14 @@ impl Engine {
                 "promptTokensDetails": [{"modality": "TEXT", "tokenCount": tokens}],
             }));
         }
+        let last_text = answer::last_content_text(&request);
+        let default_reply = answer::default_reply(call.model, &request);
+        let thinking = thinking_enabled(&request);
+        let fingerprints = prompt.fingerprints();
 
+        let mut guard = self.lock();
+        // Borrow the fields separately (quota group and book at once).
+        let inner: &mut Inner = &mut guard;
         // Quota admission.
         let now = self.clock.now();
         let minute = self.config.minute();
@@ -306,12 +308,19 @@ impl Engine {
         }
         let cached =
             prompt.cached_tokens(&group.last_prompt, self.config.implicit_cache_min_tokens);
-        group.last_prompt = prompt.fingerprints();
+        group.last_prompt = fingerprints;
 
         inner.admitted += 1;
         let nth = inner.admitted;
         let streaming = call.method == Method::StreamGenerateContent;
-        let scripted = self.script_match(inner, &request, call.model, &key.name, nth, streaming);
+        let scripted = self.script_match(
+            inner,
+            last_text.as_deref(),
+            call.model,
+            &key.name,
+            nth,
+            streaming,
+        );
 
         let mut fault = None;
         let mut reply = None;
@@ -354,13 +363,9 @@ impl Engine {
             None => None,
         };
 
-        let reply = reply.unwrap_or_else(|| answer::default_reply(call.model, &request));
+        let reply = reply.unwrap_or(default_reply);
         let candidates = output_tokens(reply.chars());
-        let thoughts = if thinking_enabled(&request) {
-            candidates.div_ceil(2)
-        } else {
-            0
-        };
+        let thoughts = if thinking { candidates.div_ceil(2) } else { 0 };
         let usage = Usage {
             prompt: tokens,
             candidates,
@@ -389,13 +394,12 @@ impl Engine {
     fn script_match(
         &self,
         inner: &mut Inner,
-        request: &Value,
+        last_text: Option<&str>,
         model: &str,
         key: &str,
         nth: u64,
         streaming: bool,
     ) -> Option<ScriptResponse> {
-        let last_text = answer::last_content_text(request);
         for (i, rule) in self.config.script.iter().enumerate() {
             if rule.times.is_some_and(|t| inner.script_used[i] >= t)
                 || rule.model.as_deref().is_some_and(|m| m != model)
@@ -405,9 +409,7 @@ impl Engine {
                 continue;
             }
             if let Some(needle) = &rule.prompt_contains
-                && !last_text
-                    .as_deref()
-                    .is_some_and(|t| t.contains(needle.as_str()))
+                && !last_text.is_some_and(|t| t.contains(needle.as_str()))
             {
                 continue;
             }
