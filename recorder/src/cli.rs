@@ -51,8 +51,6 @@ pub enum Command {
     Tasks(TasksCommand),
     /// Agents online, quota groups and their state, cold keys, open grants.
     Status(JsonFlag),
-    /// Measure claim-to-grant latency and ingest throughput against a broker and database.
-    Bench(crate::bench::BenchArgs),
     /// Post alerts from the broker to a Slack incoming webhook (durable spool, batching, retries).
     SlackBridge(crate::slack_bridge::SlackBridgeArgs),
 }
@@ -191,11 +189,11 @@ fn lim(v: Option<u64>) -> String {
     v.map_or("-".into(), |v| v.to_string())
 }
 
-/// Runs an admin command (everything but `serve` and `bench`).
+/// Runs an admin command (everything but `serve`).
 pub async fn run_admin(cmd: Command, settings: &Settings) -> anyhow::Result<()> {
     let now = Utc::now();
     match cmd {
-        Command::Serve | Command::Bench(_) | Command::SlackBridge(_) => {
+        Command::Serve | Command::SlackBridge(_) => {
             bail!("not an admin command")
         }
         Command::Migrate => {

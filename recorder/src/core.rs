@@ -151,17 +151,39 @@ impl Core {
         tracing::info!("core loop stopped");
     }
 
-    /// One batch (possibly empty: timers only), retried until it commits or we stop.
+    /// One batch (possibly empty: timers only), retried until it commits or we stop. A batch
+    /// the database refuses for its data (not for being down) is split: each message alone,
+    /// and the one still refused is dead-lettered, so one bad row can never stall ingest.
     async fn turn(
         &mut self,
         msgs: Vec<Publish>,
         broker_down: Option<Duration>,
         stop: &CancellationToken,
     ) {
+        if let Some(err) = self.commit_turn(&msgs, broker_down, stop).await {
+            tracing::warn!(
+                "batch refused by the database ({err}); retrying its messages one by one"
+            );
+            for m in &msgs {
+                if let Some(err) = self.commit_turn(std::slice::from_ref(m), None, stop).await {
+                    self.dead_letter_alone(m, &err).await;
+                }
+            }
+        }
+    }
+
+    /// Commits one batch, then acks and publishes. Returns the error text when the database
+    /// refused the data itself (SQLSTATE class 22 or 23); retries everything else.
+    async fn commit_turn(
+        &mut self,
+        msgs: &[Publish],
+        broker_down: Option<Duration>,
+        stop: &CancellationToken,
+    ) -> Option<String> {
         let mut backoff = Duration::from_millis(100);
         loop {
             let started = Instant::now();
-            match self.try_turn(&msgs, broker_down).await {
+            match self.try_turn(msgs, broker_down).await {
                 Ok(turn) => {
                     if self.db_down_reported {
                         self.db_down_reported = false;
@@ -170,7 +192,7 @@ impl Core {
                     metrics::counter!(m::BATCHES).increment(1);
                     metrics::histogram!(m::BATCH_SECONDS).record(started.elapsed().as_secs_f64());
                     // Acknowledge only now that the transaction committed.
-                    for p in &msgs {
+                    for p in msgs {
                         if let Err(e) = self.client.ack(p).await {
                             tracing::warn!("cannot ack: {e}");
                         }
@@ -184,10 +206,18 @@ impl Core {
                     }
                     metrics::gauge!(m::OPEN_GRANTS).set(self.arbiter.open_grants() as f64);
                     metrics::gauge!(m::QUEUED).set(self.arbiter.queued() as f64);
-                    return;
+                    return None;
                 }
                 Err(e) => {
                     metrics::counter!(m::DB_ERRORS).increment(1);
+                    // Undo the in-memory effects of the failed batch first.
+                    let data_error = refused_data(&e);
+                    if data_error {
+                        if let Err(e) = self.load().await {
+                            tracing::error!("cannot reload state: {e}");
+                        }
+                        return Some(short(&e.to_string()));
+                    }
                     self.health.database_ok.store(false, Ordering::Relaxed);
                     tracing::error!("batch of {} messages not committed: {e}", msgs.len());
                     if !self.db_down_reported {
@@ -205,15 +235,43 @@ impl Core {
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
-                        _ = stop.cancelled() => return,
+                        _ = stop.cancelled() => return None,
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
-                    // Undo the in-memory effects of the failed batch.
                     if let Err(e) = self.load().await {
                         tracing::error!("cannot reload state: {e}");
                     }
                 }
             }
+        }
+    }
+
+    /// Stores a message the database refused as a dead letter, then acks it.
+    async fn dead_letter_alone(&mut self, p: &Publish, err: &str) {
+        metrics::counter!(m::DEAD_LETTERS, "reason" => "database_rejected").increment(1);
+        let dl = crate::dead_letter::DeadLetter::new(
+            &p.topic,
+            None,
+            "database_rejected",
+            err.to_string(),
+            &p.payload,
+        );
+        let mut w = BatchWrite::default();
+        w.dead_letters.push(dl);
+        let stored = async {
+            let mut tx = self.pool.begin().await?;
+            w.write(&mut tx).await?;
+            tx.commit().await
+        }
+        .await;
+        match stored {
+            Ok(()) => {
+                if let Err(e) = self.client.ack(p).await {
+                    tracing::warn!("cannot ack: {e}");
+                }
+            }
+            // Left unacknowledged: the broker redelivers it after a reconnect.
+            Err(e) => tracing::error!("cannot store dead letter: {e}"),
         }
     }
 
@@ -293,17 +351,19 @@ impl Core {
 
         let mut tx = self.pool.begin().await?;
         let mut new_ids = store::insert_events(&mut tx, &rows).await?;
-        let dup_claims: Vec<Uuid> = items
+        // Claims already decided (a redelivery, or the same claim id in a new envelope) are
+        // answered again from the table, never arbitrated twice.
+        let claim_ids: Vec<Uuid> = items
             .iter()
             .filter_map(|i| match i {
-                Intake::Event(e) if !new_ids.contains(&e.id) => match &e.payload {
-                    Payload::Claim(c) => Some(c.claim_id),
-                    _ => None,
-                },
+                Intake::Event(Envelope {
+                    payload: Payload::Claim(c),
+                    ..
+                }) => Some(c.claim_id),
                 _ => None,
             })
             .collect();
-        let stored = store::stored_claims(&mut tx, &dup_claims).await?;
+        let stored = store::stored_claims(&mut tx, &claim_ids).await?;
         let mut decisions = Vec::new();
         let mut touched_agents = HashSet::new();
         for item in items {
@@ -317,15 +377,20 @@ impl Core {
                         }
                     }
                     // `remove`: a second copy of the same event in this batch is a duplicate too.
-                    if new_ids.remove(&env.id) {
+                    let is_new = new_ids.remove(&env.id);
+                    let decided = match &env.payload {
+                        Payload::Claim(c) => stored.get(&c.claim_id),
+                        _ => None,
+                    };
+                    if let Some(s) = decided {
+                        if !is_new {
+                            metrics::counter!(m::DUPLICATES).increment(1);
+                        }
+                        self.resend(&env.agent, s, &mut turn);
+                    } else if is_new {
                         self.apply_event(env, now, &mut turn, &mut decisions);
                     } else {
                         metrics::counter!(m::DUPLICATES).increment(1);
-                        if let Payload::Claim(c) = &env.payload
-                            && let Some(s) = stored.get(&c.claim_id)
-                        {
-                            self.resend(&env.agent, s, &mut turn);
-                        }
                     }
                 }
                 Intake::Status(env) => {
@@ -634,7 +699,8 @@ impl Core {
                     .to_std()
                     .unwrap_or_default();
                 metrics::histogram!(m::CLAIM_WAIT).record(waited.as_secs_f64());
-                turn.w.key_used(g.key.as_str(), 0, 0, g.granted_at);
+                // api_keys.last_used follows usage reports (one statement fewer per grant
+                // batch); the arbiter's own LRU order is in memory and rebuilt from claims.
                 let count_only =
                     g.claim.request_type == gemfleet_protocol::RequestType::CountTokens;
                 let rec = self.fleet.keys.get(&g.key);
@@ -735,6 +801,12 @@ impl Core {
     /// A redelivered claim: answer again with what was decided (the first answer may have
     /// been lost in a crash between commit and publish).
     fn resend(&mut self, agent: &AgentId, s: &store::StoredClaim, turn: &mut Turn) {
+        // Only to the agent that made the claim: another agent naming its claim id must never
+        // receive its grant (and secret).
+        if s.agent_id != agent.as_str() {
+            tracing::warn!(agent = %agent, claim = %s.claim_id, "claim id of another agent ignored");
+            return;
+        }
         let Ok(model) = ModelName::parse(s.model.clone()) else {
             return;
         };
@@ -965,6 +1037,17 @@ fn reason_str(r: DenialReason) -> &'static str {
         DenialReason::Exhausted => "exhausted",
         DenialReason::WaitTooLong => "wait_too_long",
         DenialReason::Invalid => "invalid",
+    }
+}
+
+/// Whether PostgreSQL refused the data itself (data exception or constraint violation), as
+/// opposed to being unreachable or busy: retrying the same rows would fail forever.
+fn refused_data(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => d
+            .code()
+            .is_some_and(|c| c.starts_with("22") || c.starts_with("23")),
+        _ => false,
     }
 }
 

@@ -11,7 +11,6 @@
 
 pub mod admin;
 pub mod arbiter;
-pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod context_store;

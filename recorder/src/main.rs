@@ -3,7 +3,7 @@
 use clap::Parser;
 use gemfleet_recorder::cli::{Cli, Command};
 use gemfleet_recorder::settings::{LogFormat, Settings};
-use gemfleet_recorder::{Recorder, bench, cli};
+use gemfleet_recorder::{Recorder, cli};
 use tracing_subscriber::EnvFilter;
 
 fn init_logging(format: LogFormat) {
@@ -28,7 +28,6 @@ async fn main() -> anyhow::Result<()> {
     init_logging(settings.log_format);
     match cli.command {
         Command::Serve => serve(settings).await,
-        Command::Bench(args) => bench::run(args, settings).await,
         Command::SlackBridge(args) => gemfleet_recorder::slack_bridge::run_command(args).await,
         other => cli::run_admin(other, &settings).await,
     }

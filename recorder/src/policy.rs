@@ -74,7 +74,8 @@ pub fn effects(
         FailureClass::Cooldown => {
             let delay = c
                 .retry_after_ms
-                .map(|ms| Duration::milliseconds(ms.min(i64::MAX as u64) as i64))
+                // A week at most: a hostile or garbled delay must not overflow the clock.
+                .map(|ms| Duration::milliseconds(ms.min(7 * 86_400_000) as i64))
                 .unwrap_or(cooldown_floor)
                 .max(cooldown_floor);
             let until = c.until.unwrap_or(ts + delay).max(ts + cooldown_floor);

@@ -92,12 +92,17 @@ impl Recorder {
         ));
 
         let opts = mqtt::options(&settings)?;
-        let (client, eventloop) = AsyncClient::new(opts, 8192);
+        let (client, mut eventloop) = AsyncClient::new(opts, 8192);
+        // Grants are small packets that must leave at once: no Nagle delay.
+        let mut net = eventloop.network_options();
+        net.set_tcp_nodelay(true);
+        eventloop.set_network_options(net);
         let (core_tx, core_rx) = mpsc::unbounded_channel();
         let (ctx_tx, ctx_rx) = mpsc::unbounded_channel();
 
         let arbiter = Arbiter::new(ArbiterSettings {
-            minute: settings.minute(),
+            minute: settings.minute()
+                + chrono::Duration::milliseconds(settings.window_guard_ms as i64),
             lease: settings.lease(),
             stale_grace: chrono::Duration::milliseconds(settings.stale_grace_ms as i64),
         });

@@ -382,6 +382,7 @@ pub async fn insert_events(
 #[derive(Debug, Clone)]
 pub struct StoredClaim {
     pub claim_id: Uuid,
+    pub agent_id: String,
     pub model: String,
     pub state: String,
     pub outcome: Option<String>,
@@ -400,7 +401,7 @@ pub async fn stored_claims(
         return Ok(HashMap::new());
     }
     let rows = sqlx::query(
-        "SELECT claim_id, model, state, outcome, grant_id, key_name, project_id, lease_expires,
+        "SELECT claim_id, agent_id, model, state, outcome, grant_id, key_name, project_id, lease_expires,
                 denial_reason FROM claims WHERE claim_id = ANY($1)",
     )
     .bind(ids)
@@ -410,6 +411,7 @@ pub async fn stored_claims(
     for r in rows {
         let c = StoredClaim {
             claim_id: r.try_get("claim_id")?,
+            agent_id: r.try_get("agent_id")?,
             model: r.try_get("model")?,
             state: r.try_get("state")?,
             outcome: r.try_get("outcome")?,
@@ -542,8 +544,8 @@ impl BatchWrite {
     }
     pub fn key_used(&mut self, key: &str, requests: i64, tokens: i64, at: DateTime<Utc>) {
         let e = self.key_use.entry(key.to_string()).or_insert((0, 0, None));
-        e.0 += requests;
-        e.1 += tokens;
+        e.0 = e.0.saturating_add(requests);
+        e.1 = e.1.saturating_add(tokens);
         e.2 = e.2.max(Some(at));
     }
     pub fn is_empty(&self) -> bool {
@@ -884,8 +886,11 @@ impl BatchWrite {
         let toks: Vec<i64> = self.key_use.values().map(|v| v.1).collect();
         let last: Vec<Option<DateTime<Utc>>> = self.key_use.values().map(|v| v.2).collect();
         sqlx::query(
-            "UPDATE api_keys k SET daily_request_count = k.daily_request_count + u.r,
-               daily_token_total = k.daily_token_total + u.t,
+            // Clamped in numeric: a hostile token count must not make every later update
+            // of this key overflow.
+            "UPDATE api_keys k SET
+               daily_request_count = least(k.daily_request_count::numeric + u.r, 9223372036854775807)::int8,
+               daily_token_total = least(k.daily_token_total::numeric + u.t, 9223372036854775807)::int8,
                last_used = greatest(k.last_used, u.last)
              FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::timestamptz[]) AS u(key, r, t, last)
              WHERE k.key_name = u.key",

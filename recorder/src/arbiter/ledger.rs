@@ -90,8 +90,8 @@ impl Ledger {
     /// Entries are kept sorted by time so the window slides correctly.
     pub fn charge(&mut self, at: DateTime<Utc>, claim_id: Uuid, tokens: u64, now: DateTime<Utc>) {
         if pacific::day_of(at) == self.day {
-            self.day_requests += 1;
-            self.day_tokens += tokens;
+            self.day_requests = self.day_requests.saturating_add(1);
+            self.day_tokens = self.day_tokens.saturating_add(tokens);
         }
         if at > now - self.minute {
             let entry = Entry {
@@ -105,7 +105,7 @@ impl Ledger {
                 .rposition(|e| e.at <= at)
                 .map_or(0, |p| p + 1);
             self.window.insert(pos, entry);
-            self.window_tokens += tokens;
+            self.window_tokens = self.window_tokens.saturating_add(tokens);
         }
     }
 
@@ -113,11 +113,14 @@ impl Ledger {
     /// total holds for it (the claim may have left the minute window already).
     pub fn correct(&mut self, claim_id: Uuid, at: DateTime<Utc>, old: u64, new: u64) {
         if let Some(e) = self.window.iter_mut().find(|e| e.claim_id == claim_id) {
-            self.window_tokens = self.window_tokens - e.tokens + new;
+            self.window_tokens = self
+                .window_tokens
+                .saturating_sub(e.tokens)
+                .saturating_add(new);
             e.tokens = new;
         }
         if pacific::day_of(at) == self.day {
-            self.day_tokens = self.day_tokens.saturating_sub(old) + new;
+            self.day_tokens = self.day_tokens.saturating_sub(old).saturating_add(new);
         }
     }
 
@@ -152,8 +155,12 @@ impl Ledger {
         if !limits.could_ever_fit(tokens) {
             return Room::Never;
         }
-        let day_full = limits.rpd.is_some_and(|l| self.day_requests + 1 > l)
-            || limits.tpd.is_some_and(|l| self.day_tokens + tokens > l);
+        let day_full = limits
+            .rpd
+            .is_some_and(|l| self.day_requests.saturating_add(1) > l)
+            || limits
+                .tpd
+                .is_some_and(|l| self.day_tokens.saturating_add(tokens) > l);
         if day_full {
             // Frees at the next Pacific midnight; callers treat that as "not within a wait".
             return Room::At(pacific::next_midnight(now));
@@ -161,7 +168,7 @@ impl Ledger {
         let mut at = now;
         if let Some(l) = limits.rpm {
             let n = self.window.len() as u64;
-            if n + 1 > l {
+            if n.saturating_add(1) > l {
                 // The (n - l)th oldest entry must leave: index n - l.
                 let idx = (n - l) as usize;
                 if let Some(e) = self.window.get(idx) {
@@ -171,10 +178,10 @@ impl Ledger {
         }
         if let Some(l) = limits.tpm {
             let mut total = self.window_tokens;
-            if total + tokens > l {
+            if total.saturating_add(tokens) > l {
                 for e in &self.window {
-                    total -= e.tokens;
-                    if total + tokens <= l {
+                    total = total.saturating_sub(e.tokens);
+                    if total.saturating_add(tokens) <= l {
                         at = at.max(e.at + self.minute);
                         break;
                     }
@@ -195,10 +202,10 @@ impl Ledger {
             }
         };
         [
-            frac(limits.rpm, self.minute_requests() + 1),
-            frac(limits.tpm, self.minute_tokens() + tokens),
-            frac(limits.rpd, self.day_requests + 1),
-            frac(limits.tpd, self.day_tokens + tokens),
+            frac(limits.rpm, self.minute_requests().saturating_add(1)),
+            frac(limits.tpm, self.minute_tokens().saturating_add(tokens)),
+            frac(limits.rpd, self.day_requests.saturating_add(1)),
+            frac(limits.tpd, self.day_tokens.saturating_add(tokens)),
         ]
         .into_iter()
         .fold(1.0, f64::min)

@@ -369,6 +369,16 @@ impl Arbiter {
 
     /// A new claim.
     pub fn claim(&mut self, claim: PendingClaim, now: DateTime<Utc>, out: &mut Vec<Decision>) {
+        // The same claim id again (a buggy or hostile sender, not a replayed event, which the
+        // IO layer filters): never a second grant.
+        if self.open.contains_key(&claim.claim_id)
+            || self
+                .queues
+                .values()
+                .any(|q| q.iter().any(|c| c.claim_id == claim.claim_id))
+        {
+            return;
+        }
         if now > claim.deadline + self.settings.stale_grace {
             out.push(Decision::Withdrawn {
                 claim,

@@ -102,13 +102,67 @@ async fn hostile_input_is_dead_lettered_and_the_recorder_keeps_serving() {
         1
     );
 
+    // Well-formed events the database cannot hold (a task's request total past BIGINT) in a
+    // batch with good ones: the good ones are stored, the refused one dead-lettered, and
+    // ingest goes on.
+    let task = |requests: u64| {
+        Payload::Task(gemfleet_protocol::TaskEvent {
+            task_id: gemfleet_protocol::TaskId::parse("t-big").unwrap(),
+            status: gemfleet_protocol::TaskStatus::Succeeded,
+            session_id: None,
+            requests,
+            input_tokens: 0,
+            output_tokens: 0,
+            total_tokens: 0,
+            duration_ms: 1,
+            exit_code: Some(0),
+        })
+    };
+    a.send(task(u64::MAX)).await;
+    a.send(crate::ingest::usage("k1", 1)).await;
+    a.send(task(u64::MAX)).await;
+    a.send(crate::ingest::usage("k1", 2)).await;
+    assert_eq!(
+        env.wait_count("SELECT count(*) FROM usage_log", 2, Duration::from_secs(10))
+            .await,
+        2
+    );
+    assert_eq!(
+        env.wait_count(
+            "SELECT count(*) FROM dead_letters WHERE reason = 'database_rejected'",
+            1,
+            Duration::from_secs(10)
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM tasks WHERE id = 't-big'")
+            .await,
+        1
+    );
+
     // Still serving.
-    a.send(Payload::Claim(claim(1, 0))).await;
+    let c = claim(1, 0);
+    a.send(Payload::Claim(c.clone())).await;
     a.next("/inbox", Duration::from_secs(10), |p| {
         matches!(p, Payload::Grant(_))
     })
     .await
     .expect("still granting");
+    // Another agent naming that claim id gets neither the grant nor a second one.
+    let mut b = TestAgent::connect(&env.broker, "edge-2", &[]).await;
+    b.send(Payload::Claim(c)).await;
+    assert!(
+        b.next("/inbox", Duration::from_secs(1), |_| true)
+            .await
+            .is_none()
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM claims WHERE state = 'granted'")
+            .await,
+        1
+    );
 
     let body = reqwest::get(format!("http://{}/metrics", rec.http_addr()))
         .await

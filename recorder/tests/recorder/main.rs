@@ -9,4 +9,5 @@ mod hostile;
 mod ingest;
 mod notices;
 mod secrets;
+mod settings;
 mod support;
