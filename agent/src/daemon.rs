@@ -9,6 +9,7 @@ use crate::{control, proxy};
 use anyhow::Context as _;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::serve::ListenerExt;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -150,6 +151,10 @@ pub async fn start(settings: Settings, advertise: bool) -> anyhow::Result<Runnin
         data_dir: data_dir.clone(),
         started: chrono::Utc::now(),
         stats: Mutex::new(StatsBook::default()),
+    });
+    // Streamed answers are many small writes: without TCP_NODELAY each waits for an ACK.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
     });
     let app = Router::new()
         .merge(control::routes())

@@ -115,7 +115,11 @@ impl Mesh {
             QoS::AtLeastOnce,
             true,
         ));
-        let (client, eventloop) = AsyncClient::new(opts, 4096);
+        let (client, mut eventloop) = AsyncClient::new(opts, 4096);
+        // Claims and grants are small packets on a request's path: no Nagle delay.
+        let mut net = rumqttc::NetworkOptions::new();
+        net.set_tcp_nodelay(true);
+        eventloop.set_network_options(net);
         let mesh = Arc::new(Mesh {
             agent: cfg.agent.clone(),
             client,

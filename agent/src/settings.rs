@@ -174,7 +174,7 @@ pub fn sanitize_name(s: &str) -> String {
     let mut out: String = s
         .chars()
         .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':') {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
                 c
             } else {
                 '-'

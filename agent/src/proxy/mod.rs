@@ -89,6 +89,7 @@ async fn forward(
     let attempts = sh.settings.max_attempts.max(1);
     let url = format!("{}{}{}", sh.upstream, call.upstream_path(), query);
     for attempt in 1..=attempts {
+        let claim_started = Instant::now();
         let grant = match obtain_grant(sh, call, est, &failed_keys).await {
             Ok(g) => g,
             Err(n) => {
@@ -103,6 +104,7 @@ async fn forward(
                     .into_response();
             }
         };
+        let claim_time = claim_started.elapsed();
         let started = Instant::now();
         let mut req = sh
             .http
@@ -140,7 +142,10 @@ async fn forward(
         let status = resp.status();
         if status.is_success() && call.request_type == RequestType::Stream {
             match stream_through(sh, call, &grant, resp, started, last).await {
-                Streamed::Response(r) => return r,
+                Streamed::Response(mut r) => {
+                    timing(&mut r, claim_time, started.elapsed());
+                    return r;
+                }
                 Streamed::FailedBeforeFirstByte {
                     body,
                     classification,
@@ -161,6 +166,7 @@ async fn forward(
             }
         }
         let resp_type = resp.headers().get(header::CONTENT_TYPE).cloned();
+        let upstream_time_start = started;
         let limit = if status.is_success() {
             MAX_BODY
         } else {
@@ -177,20 +183,18 @@ async fn forward(
                 continue;
             }
         };
+        let upstream_time = upstream_time_start.elapsed();
         if status.is_success() {
             let (tokens, complete) = answers::usage_of_body(&bytes);
-            report_usage(
-                sh,
-                call,
-                &grant,
-                status.as_u16(),
-                tokens,
-                complete,
-                started.elapsed(),
-            )
-            .await;
+            // Off the response path: the answer need not wait for the outbox's fsync.
+            let (sh2, call2, grant2) = (sh.clone(), call.clone(), grant.clone());
+            let (code, latency) = (status.as_u16(), started.elapsed());
+            tokio::spawn(async move {
+                report_usage(&sh2, &call2, &grant2, code, tokens, complete, latency).await;
+            });
             let mut r = Response::new(Body::from(bytes));
             *r.status_mut() = status;
+            timing(&mut r, claim_time, upstream_time);
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 resp_type.unwrap_or(HeaderValue::from_static("application/json")),
@@ -213,6 +217,19 @@ async fn forward(
         return (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response();
     }
     json_error(StatusCode::BAD_GATEWAY, "gemfleet: every attempt failed")
+}
+
+/// `Server-Timing` (a standard header): how long the claim took and how long upstream took
+/// (to the first event for streams), so the proxy's own cost can be measured from outside.
+fn timing(r: &mut Response, claim: Duration, upstream: Duration) {
+    let v = format!(
+        "claim;dur={:.3}, upstream;dur={:.3}",
+        claim.as_secs_f64() * 1000.0,
+        upstream.as_secs_f64() * 1000.0
+    );
+    if let Ok(v) = HeaderValue::from_str(&v) {
+        r.headers_mut().insert("server-timing", v);
+    }
 }
 
 fn transient(why: &str) -> Classification {
