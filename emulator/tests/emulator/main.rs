@@ -3,6 +3,8 @@
 
 mod common;
 
+mod binary;
+mod classified;
 mod cli;
 mod errors;
 mod faults;
