@@ -68,6 +68,8 @@ pub struct Mesh {
     acked: Notify,
     shutdown: Notify,
     stopping: AtomicBool,
+    /// Whether the outbox was last seen near its bound (to log the crossing once each way).
+    near_full: AtomicBool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +137,7 @@ impl Mesh {
             acked: Notify::new(),
             shutdown: Notify::new(),
             stopping: AtomicBool::new(false),
+            near_full: AtomicBool::new(false),
         });
         let m = mesh.clone();
         let handle = tokio::spawn(async move { m.poll_loop(eventloop).await });
@@ -352,6 +355,7 @@ impl Mesh {
                         Err(e) => tracing::error!("outbox trim failed: {e}"),
                     }
                     m.acked.notify_waiters();
+                    m.watch_fill();
                 });
             }
             (Topic::KeyState(_), Payload::KeyState(s)) => {
@@ -436,6 +440,7 @@ impl Mesh {
         let (out, env) = tokio::task::spawn_blocking(move || outbox.append(payload))
             .await
             .map_err(|e| MeshError::Join(e.to_string()))??;
+        self.watch_fill();
         if self.is_connected()
             && let Err(e) = self
                 .client
@@ -444,6 +449,27 @@ impl Mesh {
             tracing::debug!("publish deferred to the resend loop: {e}");
         }
         Ok(env)
+    }
+
+    /// Logs once when the outbox crosses into (and out of) its near-full zone: the operator's
+    /// alert that the recorder has not acknowledged events for a while.
+    fn watch_fill(&self) {
+        let Some(st) = self.outbox.status() else {
+            return;
+        };
+        let was = self.near_full.swap(st.near_full, Ordering::SeqCst);
+        if st.near_full && !was {
+            tracing::error!(
+                pending_bytes = st.pending_bytes,
+                max_bytes = st.max_bytes,
+                oldest = ?st.oldest_ts,
+                "outbox nearly full: the recorder has not acknowledged events (broker {} connected: {}); new claims will be refused at the bound",
+                self.broker,
+                self.is_connected()
+            );
+        } else if was && !st.near_full {
+            tracing::info!("outbox back below its alert level");
+        }
     }
 
     /// Publishes a context request (not an outbox event: the caller waits for its answer).
