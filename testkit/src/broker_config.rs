@@ -87,7 +87,7 @@ pub fn render(port: u16, dir: &Path, extra: &str) -> Result<RenderedConfig, Brok
     }
 
     let log_file = dir.join("mosquitto.log");
-    let defaults: [(&str, String); 8] = [
+    let defaults: [(&str, String); 10] = [
         // Mosquitto started as root drops to the `mosquitto` user unless told not to; that user
         // could not write our temp dir.
         ("user", "root".to_owned()),
@@ -96,6 +96,11 @@ pub fn render(port: u16, dir: &Path, extra: &str) -> Result<RenderedConfig, Brok
         // The trailing slash matters: mosquitto concatenates it with the file name.
         ("persistence_location", format!("{dir_text}/")),
         ("max_packet_size", MAX_PACKET_BYTES.to_string()),
+        // Small MQTT packets (claims, grants) otherwise wait for Nagle + delayed ACK: tens of ms.
+        ("set_tcp_nodelay", "true".to_owned()),
+        // The recorder acks a batch only after its commit; the default 20 in flight would cap
+        // its batches at 20 messages.
+        ("max_inflight_messages", "0".to_owned()),
         ("log_dest", format!("file {}", log_file.display())),
         (
             "log_type",

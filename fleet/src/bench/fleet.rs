@@ -177,7 +177,8 @@ pub async fn run(o: &BenchOptions, say: &dyn Fn(&str)) -> anyhow::Result<Figures
     let mut propagation = Vec::new();
     for (key, times) in &seen {
         let first: Option<DateTime<Utc>> =
-            sqlx::query_scalar("SELECT min(ts) FROM throttles WHERE key_name = $1")
+            // The key's death, not an earlier quota throttle that named the same key.
+            sqlx::query_scalar("SELECT min(ts) FROM throttles WHERE key_name = $1 AND class = 'key_dead'")
                 .bind(key)
                 .fetch_one(&db.pool)
                 .await?;
