@@ -125,4 +125,17 @@ mod tests {
         w.finish();
         assert!(w.error().is_some());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn the_stream_watch_takes_any_bytes_in_any_chunks(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2048), cut in 1usize..64) {
+            let mut w = StreamWatch::new();
+            for c in bytes.chunks(cut) {
+                w.feed(c);
+            }
+            w.finish();
+            let _ = w.usage();
+            let _ = usage_of_body(&bytes);
+        }
+    }
 }

@@ -133,4 +133,23 @@ mod tests {
         assert_eq!(forward_query(Some("key=SECRET")), "");
         assert_eq!(forward_query(None), "");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_path_parses_or_is_refused_without_panic(path in "\\PC{0,120}") {
+            if let Ok(c) = parse(&path) {
+                // Whatever parsed rebuilds an upstream path with no task prefix or key.
+                let prefix = format!("/{}/models/", c.version);
+                proptest::prop_assert!(c.upstream_path().starts_with(&prefix));
+            }
+        }
+
+        #[test]
+        fn the_forwarded_query_never_holds_a_key(q in "[a-z=&]{0,40}", k in "[A-Za-z0-9]{1,20}") {
+            let query = format!("{q}&key={k}&{q}");
+            let out = forward_query(Some(&query));
+            let names: Vec<&str> = out.trim_start_matches('?').split('&').map(|kv| kv.split('=').next().unwrap_or("")).collect();
+            proptest::prop_assert!(!names.contains(&"key"));
+        }
+    }
 }
