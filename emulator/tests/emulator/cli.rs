@@ -168,3 +168,24 @@ async fn cli_runs_a_scripted_tool_call_in_yolo_mode() {
     // The functionCall turn and the turn carrying its result.
     assert_eq!(emu.ledger().entry("k1", MODEL).unwrap().requests, 2);
 }
+
+#[tokio::test]
+async fn cli_stops_at_once_on_a_per_day_429() {
+    // GEMINI-CLI.md: a PerDay quota id makes the CLI fail without retrying. The emulator's
+    // body must be shaped so that the real CLI reads it that way.
+    let mut config = config();
+    config.projects[0].default_limits.requests_per_day = Some(1);
+    let emu = start(config).await;
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["-p", "say hello", "-m", MODEL, "-o", "json"];
+    let first = gemini(&emu, dir.path(), &args).await;
+    assert_stats_match_ledger(&first, &emu);
+    let second = gemini(&emu, dir.path(), &args).await;
+    assert_eq!(second.status, 429 % 256, "stderr: {}", second.stderr);
+    let e = emu.ledger().entry("k1", MODEL).cloned().unwrap();
+    assert_eq!(e.requests, 1);
+    assert_eq!(
+        e.rate_limited.requests_per_day, 1,
+        "exactly one attempt: no CLI retries"
+    );
+}

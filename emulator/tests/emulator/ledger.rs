@@ -142,3 +142,32 @@ async fn prompt_count_never_exceeds_the_agents_estimate() {
         }
     }
 }
+
+#[tokio::test]
+async fn stream_without_alt_sse_is_a_json_array_of_chunks() {
+    let emu = start(simple(Limits::unlimited())).await;
+    let c = Client::new(&emu);
+    let a = c
+        .send(
+            c.http
+                .post(format!(
+                    "{}/v1beta/models/{MODEL}:streamGenerateContent",
+                    c.base
+                ))
+                .header("x-goog-api-key", secret("k1"))
+                .json(&prompt("array please")),
+        )
+        .await;
+    assert_eq!(a.status, 200);
+    assert!(a.content_type.starts_with("application/json"));
+    let chunks = a.json();
+    let chunks = chunks.as_array().unwrap();
+    assert!(chunks.len() > 1);
+    let last = chunks.last().unwrap();
+    assert_eq!(last["candidates"][0]["finishReason"], "STOP");
+    let e = emu.ledger().entry("k1", MODEL).cloned().unwrap();
+    assert_eq!(
+        last["usageMetadata"]["candidatesTokenCount"],
+        json!(e.output_tokens)
+    );
+}
