@@ -4,6 +4,7 @@
 // Settings read best as a default plus the few fields a test changes.
 #![allow(clippy::field_reassign_with_default)]
 
+mod absorb;
 mod crash;
 mod errors;
 mod keys;
