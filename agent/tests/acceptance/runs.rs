@@ -42,5 +42,40 @@ async fn five_runs_on_two_keys_at_two_rpm_all_succeed_and_the_books_match() {
         rec, emu,
         "recorder usage (left) vs emulator ledger (right), per key: (requests, input tokens)"
     );
+
+    // `status` and `env` find the daemon through its state file.
+    let data_dir = stack.data_dir("edge-1").display().to_string();
+    let st = tokio::process::Command::new(env!("CARGO_BIN_EXE_gemfleet-agent"))
+        .args(["status", "--data-dir", &data_dir])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&st.stdout);
+    assert!(
+        st.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    assert!(text.contains("agent      edge-1"), "{text}");
+    assert!(text.contains("connected since"), "{text}");
+    assert!(
+        text.contains("outbox     0 unacknowledged events"),
+        "{text}"
+    );
+    assert!(text.contains(&daemon.base_url()), "{text}");
+    let env = tokio::process::Command::new(env!("CARGO_BIN_EXE_gemfleet-agent"))
+        .args(["env", "--data-dir", &data_dir])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&env.stdout);
+    assert!(
+        text.contains(&format!(
+            "export GOOGLE_GEMINI_BASE_URL={}",
+            daemon.base_url()
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("NOTE: no daemon"), "{text}");
     daemon.shutdown(std::time::Duration::from_secs(5)).await;
 }
