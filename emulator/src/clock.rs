@@ -12,7 +12,8 @@ pub struct Clock {
 
 impl Clock {
     pub fn now(&self) -> DateTime<Utc> {
-        Utc::now() + self.offset()
+        let real = Utc::now();
+        real.checked_add_signed(self.offset()).unwrap_or(real)
     }
 
     pub fn offset(&self) -> chrono::Duration {

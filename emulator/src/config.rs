@@ -336,9 +336,9 @@ impl Config {
     /// Checks what serde cannot: references between sections and value ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
-        if !(self.minute_seconds.is_finite() && self.minute_seconds >= 0.05) {
+        if !(self.minute_seconds.is_finite() && (0.05..=3600.0).contains(&self.minute_seconds)) {
             return bad(format!(
-                "minute_seconds must be at least 0.05, got {}",
+                "minute_seconds must be between 0.05 and 3600, got {}",
                 self.minute_seconds
             ));
         }

@@ -325,3 +325,41 @@ async fn the_admin_surface_never_serves_secrets() {
     );
     assert!(!format!("{:?}", emu.engine().config()).contains("AIzaTEST"));
 }
+
+#[tokio::test]
+async fn absurd_clock_settings_are_refused_and_change_nothing() {
+    let emu = start(simple(Limits {
+        requests_per_day: Some(100),
+        requests_per_minute: Some(100),
+        ..Limits::default()
+    }))
+    .await;
+    let c = Client::new(&emu);
+    for body in [
+        json!({"now": "+200000-01-01T00:00:00Z"}),
+        json!({"offset_seconds": 1e300}),
+        json!({"offset_seconds": -1e12}),
+        json!({"offset_seconds": 5, "now": "2026-01-01T00:00:00Z"}),
+        json!({}),
+        json!({"now": "yesterday"}),
+    ] {
+        let r = c.admin_post("clock", &body).await;
+        assert_eq!(r.status, 400, "{body}");
+        assert!(error_of(&r)["message"].is_string());
+    }
+    assert!(
+        emu.now()
+            .signed_duration_since(chrono::Utc::now())
+            .num_seconds()
+            .abs()
+            < 5
+    );
+    let r = c
+        .admin_post("clock", &json!({"offset_seconds": 99_999_999_999.0}))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        c.generate("k1", MODEL, &prompt("far future")).await.status,
+        200
+    );
+}
