@@ -68,3 +68,87 @@ async fn an_upstream_429_is_retried_on_another_grant_and_never_reaches_the_clien
     assert_eq!(rec.get("key-b"), emu.get("key-b"));
     d.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloaded_answer_is_retried_elsewhere_and_a_mid_stream_error_is_reported() {
+    use gemfleet_emulator::{ScriptFault, ScriptResponse, ScriptRule};
+    let stack = Stack::start_with(
+        100,
+        30.0,
+        &["proj-a"],
+        &[
+            KeySpec {
+                name: "key-a",
+                project: "proj-a",
+            },
+            KeySpec {
+                name: "key-b",
+                project: "proj-a",
+            },
+        ],
+        |c| {
+            for (fault, times) in [
+                (ScriptFault::Overloaded, 1),
+                (ScriptFault::StreamErrorData, 1),
+            ] {
+                c.script.push(ScriptRule {
+                    prompt_contains: None,
+                    model: None,
+                    key: Some("key-a".into()),
+                    nth_request: None,
+                    times: Some(times),
+                    respond: ScriptResponse::Fault(fault),
+                });
+            }
+        },
+    )
+    .await;
+    let d = stack.start_agent("edge-f").await;
+    let http = reqwest::Client::new();
+    let body = serde_json::json!({"contents": [{"role": "user", "parts": [{"text": "hello"}]}]});
+    for i in 0..3 {
+        let url = format!("{}/v1beta/models/{MODEL}:generateContent", d.base_url());
+        let r = http.post(&url).json(&body).send().await.unwrap();
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        assert!(status.is_success(), "{i}: {status} {text}");
+        assert!(
+            !text.contains("\"error\""),
+            "{i}: the client saw an error: {text}"
+        );
+    }
+    // Once bytes have reached the client a stream cannot move to another key: the error
+    // event passes through (the CLI retries it as its own 503) and is reported, not absorbed.
+    let mut saw_stream_error = false;
+    for _ in 0..3 {
+        let url = format!(
+            "{}/v1beta/models/{MODEL}:streamGenerateContent?alt=sse",
+            d.base_url()
+        );
+        let r = http.post(&url).json(&body).send().await.unwrap();
+        assert!(r.status().is_success());
+        saw_stream_error |= r.text().await.unwrap().contains("\"error\"");
+    }
+    assert!(
+        saw_stream_error,
+        "the scripted mid-stream error never happened"
+    );
+    assert_eq!(d.shared.mesh.flush(Duration::from_secs(10)).await, 0);
+    let rows: Vec<(String, bool, i32)> =
+        sqlx::query_as("SELECT class, absorbed, http_status FROM throttles ORDER BY id")
+            .fetch_all(&stack.db.pool)
+            .await
+            .unwrap();
+    eprintln!("throttles: {rows:?}");
+    assert!(
+        rows.iter()
+            .any(|(c, a, s)| c == "transient" && *a && *s == 503),
+        "{rows:?}"
+    );
+    assert!(
+        rows.iter()
+            .any(|(c, a, s)| c == "transient" && !*a && *s == 200),
+        "{rows:?}"
+    );
+    d.shutdown(Duration::from_secs(5)).await;
+}
