@@ -184,3 +184,34 @@ async fn probabilistic_faults_are_seeded_and_accounted() {
         "The model is overloaded. Please try again later."
     );
 }
+
+#[tokio::test]
+async fn configured_latency_paces_first_byte_and_tokens() {
+    let mut config = simple(Limits::unlimited());
+    config.latency.first_byte_ms = 150;
+    config.latency.per_token_ms = 2.0;
+    let emu = start(config).await;
+    let c = Client::new(&emu);
+    for streaming in [false, true] {
+        let started = Instant::now();
+        let a = if streaming {
+            c.stream("k1", MODEL, &prompt("slowly")).await
+        } else {
+            c.generate("k1", MODEL, &prompt("slowly")).await
+        };
+        assert_eq!(a.status, 200);
+        let usage = if streaming {
+            a.events().last().unwrap()["usageMetadata"].clone()
+        } else {
+            a.json()["usageMetadata"].clone()
+        };
+        let candidates = usage["candidatesTokenCount"].as_u64().unwrap();
+        // Lower bound only (an upper bound would be flaky on a loaded machine).
+        let floor = Duration::from_millis(150 + 2 * candidates);
+        assert!(
+            started.elapsed() >= floor,
+            "{:?} < {floor:?}",
+            started.elapsed()
+        );
+    }
+}
