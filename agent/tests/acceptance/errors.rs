@@ -228,3 +228,46 @@ async fn events_written_while_the_broker_is_down_reach_the_recorder_after_it_ret
     let _ = MODEL;
     d.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_recorder_gets_a_stop_answer_that_says_so() {
+    gemfleet_testkit::init_crypto();
+    let broker = gemfleet_testkit::Broker::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = gemfleet_agent::settings::Settings::default();
+    s.agent_id = Some("edge-silent".into());
+    s.data_dir = Some(dir.path().to_path_buf());
+    s.broker.host = broker.host().to_string();
+    s.broker.port = broker.port();
+    s.listen = "127.0.0.1:0".parse().unwrap();
+    s.upstream_base_url = "http://127.0.0.1:9".into();
+    s.claim_max_wait_ms = 200;
+    s.claim_answer_timeout_ms = 300;
+    let d = gemfleet_agent::daemon::start(s, false).await.unwrap();
+    let t0 = std::time::Instant::now();
+    while !d.shared.mesh.is_connected() {
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = reqwest::Client::new()
+        .post(format!(
+            "{}/v1beta/models/{MODEL}:generateContent",
+            d.base_url()
+        ))
+        .body(r#"{"contents":[{"parts":[{"text":"hi"}]}]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let v: serde_json::Value = r.json().await.unwrap();
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("the recorder did not answer the claim within 500 ms"),
+        "{msg}"
+    );
+    assert!(msg.contains("limit: 0"), "{msg}");
+    // The claim and its withdrawal wait in the outbox for a recorder.
+    assert_eq!(d.shared.mesh.outbox().depth(), 2);
+    d.shutdown(Duration::from_millis(100)).await;
+}
