@@ -2,7 +2,7 @@
 //! Recorder benchmark (not a test): claim-to-grant latency at several claim rates, and
 //! sustained ingest throughput, against a private mosquitto and a fresh PostgreSQL database.
 //!
-//!     cargo run --release -p gemfleet-recorder --example bench [-- --seconds 5 --events 100000]
+//!     cargo run --release -p gemfleet-recorder --example recorder_bench [-- --seconds 5 --events 100000]
 //!
 //! Prints a Markdown section for docs/benchmarks.md.
 
@@ -278,6 +278,29 @@ async fn main() {
         published.as_secs_f64(),
         elapsed.as_secs_f64(),
         n / elapsed.as_secs_f64()
+    );
+    print!("{line}");
+    report.push_str(&line);
+    // Where the time went: batches and time inside them (from the recorder's /metrics).
+    let metrics = reqwest::get(format!("http://{}/metrics", rec.http_addr()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let batches = value("gemfleet_recorder_ingest_batches_total");
+    let in_batches = value("gemfleet_recorder_ingest_batch_seconds_sum");
+    let line = format!(
+        "Whole run: {batches:.0} batches, {:.1} s inside batch transactions (decode, arbitrate, write, commit, ack, publish).\n",
+        in_batches
     );
     print!("{line}");
     report.push_str(&line);
