@@ -134,6 +134,15 @@ pub async fn set_limits(
     notify(pool).await
 }
 
+/// Whether the project is known.
+pub async fn project_exists(pool: &PgPool, project: &ProjectId) -> Result<bool, AdminError> {
+    match ensure_project(pool, project).await {
+        Ok(()) => Ok(true),
+        Err(AdminError::UnknownProject(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 async fn ensure_project(pool: &PgPool, project: &ProjectId) -> Result<(), AdminError> {
     let n: Option<String> =
         sqlx::query_scalar("SELECT project_id FROM projects WHERE project_id = $1")

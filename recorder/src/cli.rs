@@ -93,9 +93,11 @@ pub enum ProjectsCommand {
     ///
     /// Example: projects set my-proj --tier paid --limit gemini-2.5-flash rpm=1000,tpm=1000000,rpd=10000
     Set {
+        /// Google Cloud project id.
         project: String,
-        #[arg(long, value_parser = ["free", "paid"], default_value = "free")]
-        tier: String,
+        /// The project's tier; a new project defaults to free, an existing one keeps its tier.
+        #[arg(long, value_parser = ["free", "paid"])]
+        tier: Option<String>,
         /// MODEL LIMITS, repeatable; LIMITS like rpm=15,tpm=250000,rpd=1000,tpd=none
         /// (missing or none = unlimited, 0 = no quota).
         #[arg(long, num_args = 2, value_names = ["MODEL", "LIMITS"], action = clap::ArgAction::Append)]
@@ -273,12 +275,16 @@ pub async fn run_admin(cmd: Command, settings: &Settings) -> anyhow::Result<()> 
                         };
                         parsed.push((ModelName::parse_api(model)?, admin::parse_limits(spec)?));
                     }
-                    let tier = if tier == "paid" {
-                        Tier::Paid
-                    } else {
-                        Tier::Free
-                    };
-                    admin::add_project(&pool, &project, tier).await?;
+                    match tier.as_deref() {
+                        Some(t) => {
+                            let tier = if t == "paid" { Tier::Paid } else { Tier::Free };
+                            admin::add_project(&pool, &project, tier).await?;
+                        }
+                        None if !admin::project_exists(&pool, &project).await? => {
+                            admin::add_project(&pool, &project, Tier::Free).await?;
+                        }
+                        None => {}
+                    }
                     for (model, l) in parsed {
                         admin::set_limits(&pool, &project, &model, l).await?;
                         println!(

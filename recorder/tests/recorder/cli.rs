@@ -88,9 +88,23 @@ async fn admin_commands_work_and_fail_clearly() {
     );
     let (ok, _, _) = run(&env, &["keys", "enable", "k1"], None);
     assert!(ok);
+    // Adding a model's limits later keeps the project's tier.
+    let (ok, _, err) = run(
+        &env,
+        &[
+            "projects",
+            "set",
+            "p1",
+            "--limit",
+            "gemini-2.0-flash",
+            "rpm=7",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
     let (ok, out, _) = run(&env, &["projects", "list"], None);
     assert!(
-        ok && out.contains("tier=paid") && out.contains("rpm=5"),
+        ok && out.contains("tier=paid") && out.contains("rpm=5") && out.contains("rpm=7"),
         "{out}"
     );
     let (ok, out, _) = run(
