@@ -120,6 +120,15 @@ pub async fn start(settings: Settings, advertise: bool) -> anyhow::Result<Runnin
         )
     })?;
     let addr = listener.local_addr()?;
+    let tls_ca_pem = match &settings.broker.tls_ca_file {
+        Some(path) => Some(std::fs::read(path).with_context(|| {
+            format!(
+                "reading the broker's CA certificate broker.tls_ca_file = {}",
+                path.display()
+            )
+        })?),
+        None => None,
+    };
     let username = settings
         .broker
         .username
@@ -134,6 +143,7 @@ pub async fn start(settings: Settings, advertise: bool) -> anyhow::Result<Runnin
             password: settings.broker.password.clone(),
             keep_alive: Duration::from_secs(settings.broker.keep_alive_secs.max(2)),
             resend_after: Duration::from_millis(settings.resend_after_ms.max(100)),
+            tls_ca_pem,
         },
         outbox,
     );

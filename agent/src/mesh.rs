@@ -50,6 +50,8 @@ pub struct MeshConfig {
     pub password: Option<gemfleet_protocol::Secret>,
     pub keep_alive: Duration,
     pub resend_after: Duration,
+    /// PEM of the CA that signed the broker's certificate: connect over TLS when set.
+    pub tls_ca_pem: Option<Vec<u8>>,
 }
 
 pub struct Mesh {
@@ -105,6 +107,9 @@ impl Mesh {
         opts.set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
         opts.set_clean_session(true);
         opts.set_request_channel_capacity(4096);
+        if let Some(pem) = &cfg.tls_ca_pem {
+            opts.set_transport(rumqttc::Transport::tls(pem.clone(), None, None));
+        }
         if let Some(p) = &cfg.password {
             opts.set_credentials(cfg.username.clone(), p.expose());
         } else if cfg.username != cfg.agent.as_str() {

@@ -16,6 +16,9 @@ pub struct BrokerSettings {
     pub username: Option<String>,
     pub password: Option<Secret>,
     pub keep_alive_secs: u64,
+    /// CA certificate (PEM) of the broker's TLS listener. Set it to connect over TLS (remote
+    /// agents: port 8883 in broker-config/); unset means plain MQTT (loopback only).
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for BrokerSettings {
@@ -26,6 +29,7 @@ impl Default for BrokerSettings {
             username: None,
             password: None,
             keep_alive_secs: 10,
+            tls_ca_file: None,
         }
     }
 }

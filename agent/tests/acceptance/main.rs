@@ -11,3 +11,4 @@ mod keys;
 mod moves;
 mod runs;
 mod stack;
+mod tls;
