@@ -113,6 +113,13 @@ pub async fn start(settings: Settings, advertise: bool) -> anyhow::Result<Runnin
             "outbox holds unacknowledged events; replaying on connect"
         );
     }
+    if !settings.listen.ip().is_loopback() && !settings.allow_remote_clients {
+        anyhow::bail!(
+            "refusing to listen on {}: anyone who reaches the proxy spends the fleet's keys. Use a \
+             loopback address, or set allow_remote_clients = true if you really mean it",
+            settings.listen
+        );
+    }
     let listener = TcpListener::bind(settings.listen).await.with_context(|| {
         format!(
             "cannot listen on {} (another daemon running? set listen or use `run`, which finds it)",

@@ -45,6 +45,9 @@ pub struct Settings {
     pub broker: BrokerSettings,
     /// Where the proxy and control API listen (loopback). Port 0 picks a free one.
     pub listen: SocketAddr,
+    /// Serve a non-loopback `listen` address. Off by default: whoever reaches the proxy spends
+    /// the fleet's keys, and the control API has no authentication.
+    pub allow_remote_clients: bool,
     /// The Gemini API (or an emulator).
     pub upstream_base_url: String,
     /// How long a claim may wait for room at the recorder.
@@ -73,6 +76,7 @@ impl Default for Settings {
             data_dir: None,
             broker: BrokerSettings::default(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8741)),
+            allow_remote_clients: false,
             upstream_base_url: "https://generativelanguage.googleapis.com".into(),
             claim_max_wait_ms: 20_000,
             claim_answer_timeout_ms: 10_000,
@@ -90,7 +94,7 @@ impl Default for Settings {
 pub enum SettingsError {
     #[error("settings: {0}")]
     Config(#[from] config::ConfigError),
-    #[error("agent id {given:?} is not valid: {source}")]
+    #[error("agent id {given:?} is not valid")]
     AgentId {
         given: String,
         source: gemfleet_protocol::NameError,

@@ -307,12 +307,12 @@ pub enum ScriptFault {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         path: String,
         source: std::io::Error,
     },
-    #[error("config is not valid TOML for the emulator: {0}")]
+    #[error("config is not valid TOML for the emulator")]
     Parse(#[from] toml::de::Error),
     #[error("invalid config: {0}")]
     Invalid(String),

@@ -68,7 +68,7 @@ struct BenchArgs {
 
 #[derive(Debug, Args)]
 struct DemoArgs {
-    /// Repository whose tracked .rs files become tasks (default: this checkout).
+    /// Repository whose tracked .rs files become tasks (default: the git checkout you are in).
     #[arg(long)]
     repo: Option<PathBuf>,
     /// How many files (tasks) at most.
@@ -99,6 +99,7 @@ struct DemoArgs {
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
     database_url: String,
+    /// Database the demo (re)creates — dropped first if it exists, so it must start with `gemfleet_`.
     #[arg(long, default_value = "gemfleet_demo")]
     database: String,
     /// The Gemini CLI to run (default: the pinned one in node_modules).
@@ -135,11 +136,33 @@ fn main() -> ExitCode {
 }
 
 async fn run_demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
-    let repo = a.repo.unwrap_or_else(gemfleet_testkit::workspace_root);
+    let here = git_toplevel();
+    let repo = a
+        .repo
+        .or_else(|| here.clone())
+        .unwrap_or_else(gemfleet_testkit::workspace_root);
     let gemini = match a.gemini {
         Some(g) => g,
-        None => gemfleet_testkit::gemini_cli()?,
+        None => match here
+            .map(|h| h.join("node_modules/.bin/gemini"))
+            .filter(|g| g.exists())
+        {
+            Some(g) => g,
+            None => gemfleet_testkit::gemini_cli()?,
+        },
     };
+    if !gemini.is_file() {
+        anyhow::bail!(
+            "Gemini CLI not found at {}: run `npm ci` in the gemfleet checkout or pass --gemini PATH",
+            gemini.display()
+        );
+    }
+    if !a.database.starts_with("gemfleet_") {
+        anyhow::bail!(
+            "--database {:?}: the demo drops and recreates this database, so its name must start with gemfleet_",
+            a.database
+        );
+    }
     let opts = DemoOptions {
         work_dir: a.work_dir.unwrap_or_else(|| repo.join(".demo")),
         server_url: a.database_url,
@@ -157,7 +180,7 @@ async fn run_demo(a: DemoArgs) -> anyhow::Result<ExitCode> {
     let outcome = demo::run(opts).await?;
     println!("{}", outcome.report.render());
     println!(
-        "logs: {}/logs · the recorder's database stays at {} — try `gemfleet-recorder usage --by key` with that DATABASE_URL",
+        "logs: {}/logs · the recorder's database stays at {} — try `target/debug/gemfleet-recorder usage --by key` with that DATABASE_URL",
         outcome.work_dir.display(),
         gemfleet_fleet::stack::redact(&outcome.database_url)
     );
@@ -202,4 +225,17 @@ async fn run_bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     println!("{}", bench::render(&o, &fleet, baseline.as_ref(), rss.ok()));
     Ok(ExitCode::SUCCESS)
+}
+
+/// The top of the git checkout the current directory is in, if any.
+fn git_toplevel() -> Option<PathBuf> {
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "--show-toplevel"])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (!p.is_empty()).then(|| PathBuf::from(p))
 }

@@ -362,7 +362,7 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "\nper key            recorder: requests  input  output | emulator: requests  input  output  429s errors | state"
+            "\nper key            recorder: requests  input  output | emulator: requests  input  output  429s errors | state\n  (input = promptTokenCount, output = candidatesTokenCount)"
         );
         let mut by_project: BTreeMap<&str, [u64; 6]> = BTreeMap::new();
         for k in &self.keys {

@@ -147,7 +147,10 @@ pub fn parse_time(s: &str, now: DateTime<Utc>) -> anyhow::Result<DateTime<Utc>> 
     )
 }
 
-async fn pool(settings: &Settings) -> anyhow::Result<sqlx::PgPool> {
+/// A pool on the recorder's database. Only `migrate` changes the schema: an admin command
+/// pointed at the wrong database (say, the server's `postgres` one) must not quietly create
+/// gemfleet's tables there.
+async fn pool(settings: &Settings, migrate: bool) -> anyhow::Result<sqlx::PgPool> {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
         .acquire_timeout(std::time::Duration::from_secs(5))
@@ -159,10 +162,24 @@ async fn pool(settings: &Settings) -> anyhow::Result<sqlx::PgPool> {
                 crate::service::redact_url(&settings.database_url)
             )
         })?;
-    crate::MIGRATOR
-        .run(&pool)
-        .await
-        .context("cannot apply migrations")?;
+    if migrate {
+        crate::MIGRATOR
+            .run(&pool)
+            .await
+            .context("cannot apply migrations")?;
+    } else {
+        let schema: Option<String> = sqlx::query_scalar("SELECT to_regclass('api_keys')::text")
+            .fetch_one(&pool)
+            .await
+            .context("cannot read the database schema")?;
+        if schema.is_none() {
+            bail!(
+                "the database at {} has no gemfleet schema: check DATABASE_URL, or run \
+                 `gemfleet-recorder migrate` once to create it",
+                crate::service::redact_url(&settings.database_url)
+            );
+        }
+    }
     Ok(pool)
 }
 
@@ -199,11 +216,11 @@ pub async fn run_admin(cmd: Command, settings: &Settings) -> anyhow::Result<()> 
             bail!("not an admin command")
         }
         Command::Migrate => {
-            pool(settings).await?;
+            pool(settings, true).await?;
             println!("migrations applied");
         }
         Command::Keys(k) => {
-            let pool = pool(settings).await?;
+            let pool = pool(settings, false).await?;
             match k {
                 KeysCommand::Add {
                     name,
@@ -259,7 +276,7 @@ pub async fn run_admin(cmd: Command, settings: &Settings) -> anyhow::Result<()> 
             }
         }
         Command::Projects(p) => {
-            let pool = pool(settings).await?;
+            let pool = pool(settings, false).await?;
             match p {
                 ProjectsCommand::Set {
                     project,
@@ -331,7 +348,7 @@ pub async fn run_admin(cmd: Command, settings: &Settings) -> anyhow::Result<()> 
             }
         }
         Command::Usage(u) => {
-            let pool = pool(settings).await?;
+            let pool = pool(settings, false).await?;
             let since = u.since.as_deref().map(|s| parse_time(s, now)).transpose()?;
             let until = u.until.as_deref().map(|s| parse_time(s, now)).transpose()?;
             let lines = admin::usage(&pool, u.by, since, until).await?;
@@ -354,7 +371,7 @@ pub async fn run_admin(cmd: Command, settings: &Settings) -> anyhow::Result<()> 
             }
         }
         Command::Tasks(t) => {
-            let pool = pool(settings).await?;
+            let pool = pool(settings, false).await?;
             match t {
                 TasksCommand::List(f) => {
                     let tasks = admin::list_tasks(&pool).await?;
@@ -382,7 +399,7 @@ pub async fn run_admin(cmd: Command, settings: &Settings) -> anyhow::Result<()> 
             }
         }
         Command::Status(f) => {
-            let pool = pool(settings).await?;
+            let pool = pool(settings, false).await?;
             let s = admin::status(&pool).await?;
             if f.json {
                 return print_json(&s);

@@ -60,3 +60,22 @@ async fn an_agent_connects_over_tls_with_the_ca_file() {
     };
     assert!(err.contains("broker.tls_ca_file"), "{err}");
 }
+
+#[tokio::test]
+async fn a_non_loopback_listen_address_is_refused_unless_allowed() {
+    gemfleet_testkit::init_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = AgentSettings::default();
+    s.agent_id = Some("open-edge".into());
+    s.data_dir = Some(dir.path().join("agent"));
+    s.listen = "0.0.0.0:0".parse().unwrap();
+    let err = match daemon::start(s.clone(), false).await {
+        Ok(_) => panic!("served the fleet's keys on every interface"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("refusing to listen on 0.0.0.0"), "{err}");
+    s.allow_remote_clients = true;
+    let d = daemon::start(s, false).await.unwrap();
+    assert!(d.addr().ip().is_unspecified());
+    d.shutdown(Duration::from_millis(100)).await;
+}

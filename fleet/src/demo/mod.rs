@@ -253,7 +253,7 @@ pub async fn run(o: DemoOptions) -> anyhow::Result<DemoOutcome> {
                 .map(|(g, s)| format!("{g} {s}"))
                 .collect();
             let line = format!(
-                "[{:>4}s] tasks done {done}/{total_jobs} · running {running} · waiting {} · cold keys: {} · cooling groups: {}",
+                "[{:>4}s] runs done {done}/{total_jobs} · running {running} · waiting {} · cold keys: {} · cooling groups: {}",
                 started.elapsed().as_secs(),
                 queue.len(),
                 if cold.is_empty() {
