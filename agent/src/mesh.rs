@@ -206,8 +206,17 @@ impl Mesh {
                     }
                     let was = self.connected.swap(false, Ordering::SeqCst);
                     let msg = format!("broker {}: {e}", self.broker);
+                    // Say so once per kind of failure (not on every retry): a daemon that cannot
+                    // reach its broker must not look idle.
+                    let repeated = self
+                        .last_error
+                        .lock()
+                        .map(|g| g.as_deref() == Some(msg.as_str()))
+                        .unwrap_or(false);
                     if was {
                         tracing::warn!("{msg}; reconnecting");
+                    } else if !repeated {
+                        tracing::warn!("{msg}; retrying with backoff (up to {BACKOFF_MAX:?})");
                     } else {
                         tracing::debug!("{msg}; retrying in {backoff:?}");
                     }
