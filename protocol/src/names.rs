@@ -22,6 +22,8 @@ pub enum NameError {
         shown: String,
         bad: char,
     },
+    #[error("{what} name {shown:?} must start with a letter or a digit")]
+    BadStart { what: &'static str, shown: String },
 }
 
 /// Checks one topic-level name. Allowed: ASCII letters, digits, `.`, `_`, `-`; the first
@@ -42,6 +44,9 @@ pub fn validate(what: &'static str, name: &str) -> Result<(), NameError> {
         let ok = c.is_ascii_alphanumeric() || (i > 0 && matches!(c, '.' | '_' | '-'));
         if !ok {
             let shown: String = name.chars().take(MAX_NAME_LEN).collect();
+            if i == 0 && matches!(c, '.' | '_' | '-') {
+                return Err(NameError::BadStart { what, shown });
+            }
             return Err(NameError::BadChar {
                 what,
                 shown,

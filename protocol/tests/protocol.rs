@@ -269,6 +269,8 @@ fn hostile_names_are_rejected() {
         );
         assert!(ModelName::parse(bad).is_err(), "{bad:?} accepted as model");
     }
+    let e = TaskId::parse("..").unwrap_err().to_string();
+    assert!(e.contains("must start with a letter or a digit"), "{e}");
     let e = KeyName::parse("a/b").unwrap_err().to_string();
     assert!(e.contains("key name") && e.contains('/'), "{e}");
     assert_eq!(
