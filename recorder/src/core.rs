@@ -898,12 +898,7 @@ impl Core {
     async fn publish_alert_only(&self, spec: AlertSpec) {
         let mut turn = Turn::default();
         self.alert(&mut turn, spec, Subject::default());
-        for o in turn.out {
-            let _ = self
-                .client
-                .publish(o.topic, QoS::AtLeastOnce, o.retain, o.payload)
-                .await;
-        }
+        self.publish_turn(turn).await;
     }
 
     /// Re-reads keys, projects and limits (after an admin change) and publishes what changed.
@@ -933,20 +928,30 @@ impl Core {
             }
         }
         self.fleet = fleet;
-        for g in changed_groups {
-            if let Some(p) = self.quota_state(&g) {
-                self.push(
-                    &mut turn,
-                    Topic::QuotaState(g.project.clone(), g.model.clone()),
-                    p,
-                );
-            }
-        }
+        self.push_quota_states(&mut turn, changed_groups);
+        self.publish_turn(turn).await;
+    }
+
+    /// Publishes what a turn produced, outside any transaction (notices only; nothing to ack).
+    async fn publish_turn(&self, turn: Turn) {
         for o in turn.out {
             let _ = self
                 .client
                 .publish(o.topic, QoS::AtLeastOnce, o.retain, o.payload)
                 .await;
+        }
+    }
+
+    /// Adds the retained state of each group to the turn.
+    fn push_quota_states(&self, turn: &mut Turn, groups: impl IntoIterator<Item = GroupId>) {
+        for g in groups {
+            if let Some(p) = self.quota_state(&g) {
+                self.push(
+                    turn,
+                    Topic::QuotaState(g.project.clone(), g.model.clone()),
+                    p,
+                );
+            }
         }
     }
 
@@ -975,21 +980,8 @@ impl Core {
             .iter()
             .map(|g| g.group.clone())
             .collect();
-        for g in groups {
-            if let Some(p) = self.quota_state(&g) {
-                self.push(
-                    &mut turn,
-                    Topic::QuotaState(g.project.clone(), g.model.clone()),
-                    p,
-                );
-            }
-        }
-        for o in turn.out {
-            let _ = self
-                .client
-                .publish(o.topic, QoS::AtLeastOnce, o.retain, o.payload)
-                .await;
-        }
+        self.push_quota_states(&mut turn, groups);
+        self.publish_turn(turn).await;
     }
 }
 
